@@ -1,0 +1,19 @@
+// Python bindings of deps_fast._C. The Python layer (deps_fast/ops) owns validation messages, dispatch and autograd.
+#include "deps_fast.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "deps_fast kernels (CPU always; CUDA when built with a CUDA toolkit)";
+#ifdef DEPS_FAST_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  m.def("dwconv_forward_cpu", &deps_fast::dwconv_forward_cpu, "elastic depthwise conv forward (CPU)");
+  m.def("dwconv_backward_input_cpu", &deps_fast::dwconv_backward_input_cpu, "grad input (CPU)");
+  m.def("dwconv_backward_weight_cpu", &deps_fast::dwconv_backward_weight_cpu, "grad weight window (CPU)");
+#ifdef DEPS_FAST_WITH_CUDA
+  m.def("dwconv_forward_cuda", &deps_fast::dwconv_forward_cuda, "elastic depthwise conv forward (CUDA)");
+  m.def("dwconv_backward_input_cuda", &deps_fast::dwconv_backward_input_cuda, "grad input (CUDA)");
+  m.def("dwconv_backward_weight_cuda", &deps_fast::dwconv_backward_weight_cuda, "grad weight window (CUDA)");
+#endif
+}

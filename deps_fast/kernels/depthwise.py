@@ -1,0 +1,221 @@
+"""Triton kernels of the elastic depthwise convolution: forward, grad input, grad weight. No autograd here.
+
+Every kernel reads the shared supernet weight in place: `w` is the full [C_w, K, K] float32 tensor and the
+kernel indexes channel c < C and the center k x k window at offset (K - k) // 2, so one compiled family
+serves every (c, k) a training run samples. Sizes that change between subnets (C, H, W) are excluded from
+Triton's integer specialisation (`do_not_specialize`), so a new channel count never triggers a recompile;
+the compile-time constants are only the kernel size, stride, layout and block shape.
+
+Layouts: NCHW-contiguous or channels_last (NHWC in memory), chosen by the constexpr CHANNELS_LAST; the
+caller makes tensors contiguous in one of the two. Tiles are [BLOCK_C channels, BLOCK_P output pixels];
+pixels are the fast axis for NCHW and channels for NHWC, which the wrappers pick through block shapes.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@triton.jit
+def _offsets(n, c, h, w, C, H, W, CHANNELS_LAST: tl.constexpr):
+    # n is int64, so every product below is computed in 64 bits.
+    if CHANNELS_LAST:
+        return ((n * H + h) * W + w) * C + c
+    else:
+        return ((n * C + c) * H + h) * W + w
+
+
+@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "K"])
+def _dwconv_fwd_kernel(
+    x_ptr, w_ptr, y_ptr, C, H, W, OH, OW, K,
+    KS: tl.constexpr, STRIDE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    n = tl.program_id(2).to(tl.int64)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    c_ok = c < C
+    oh = p // OW
+    ow = p % OW
+    p_ok = p < OH * OW
+    pad: tl.constexpr = KS // 2
+    w_base = w_ptr + c * (K * K) + ((K - KS) // 2) * (K + 1)
+    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    for i in tl.static_range(KS):
+        ih = oh * STRIDE - pad + i
+        h_ok = p_ok & (ih >= 0) & (ih < H)
+        for j in tl.static_range(KS):
+            iw = ow * STRIDE - pad + j
+            ok = h_ok & (iw >= 0) & (iw < W)
+            offs = _offsets(n, c[:, None], ih[None, :], iw[None, :], C, H, W, CHANNELS_LAST)
+            xv = tl.load(x_ptr + offs, mask=c_ok[:, None] & ok[None, :], other=0.0).to(tl.float32)
+            wv = tl.load(w_base + i * K + j, mask=c_ok, other=0.0)
+            acc += xv * wv[:, None]
+    y_offs = _offsets(n, c[:, None], oh[None, :], ow[None, :], C, OH, OW, CHANNELS_LAST)
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "K"])
+def _dwconv_bwd_input_kernel(
+    gy_ptr, w_ptr, gx_ptr, C, H, W, OH, OW, K,
+    KS: tl.constexpr, STRIDE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # grad_x[ih, iw] = sum over taps (i, j) of grad_y[oh, ow] * w[i, j] where oh * STRIDE = ih + pad - i.
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    n = tl.program_id(2).to(tl.int64)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    c_ok = c < C
+    ih = p // W
+    iw = p % W
+    p_ok = p < H * W
+    pad: tl.constexpr = KS // 2
+    w_base = w_ptr + c * (K * K) + ((K - KS) // 2) * (K + 1)
+    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    for i in tl.static_range(KS):
+        th = ih + pad - i
+        oh = th // STRIDE
+        h_ok = p_ok & (th >= 0) & (oh * STRIDE == th) & (oh < OH)
+        for j in tl.static_range(KS):
+            tw = iw + pad - j
+            ow = tw // STRIDE
+            ok = h_ok & (tw >= 0) & (ow * STRIDE == tw) & (ow < OW)
+            offs = _offsets(n, c[:, None], oh[None, :], ow[None, :], C, OH, OW, CHANNELS_LAST)
+            gv = tl.load(gy_ptr + offs, mask=c_ok[:, None] & ok[None, :], other=0.0).to(tl.float32)
+            wv = tl.load(w_base + i * K + j, mask=c_ok, other=0.0)
+            acc += gv * wv[:, None]
+    x_offs = _offsets(n, c[:, None], ih[None, :], iw[None, :], C, H, W, CHANNELS_LAST)
+    tl.store(gx_ptr + x_offs, acc.to(gx_ptr.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
+
+
+@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "P_PER_CHUNK"])
+def _dwconv_bwd_weight_kernel(
+    gy_ptr, x_ptr, out_ptr, C, H, W, OH, OW, N, P_PER_CHUNK,
+    KS: tl.constexpr, STRIDE: tl.constexpr, CHANNELS_LAST: tl.constexpr, ATOMIC: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One program: one tap (i, j), BLOCK_C channels, one chunk of the N * OH * OW output pixels.
+    # Deterministic mode writes a float32 partial per chunk to out[chunk, c, tap] (summed afterwards in a fixed
+    # order); ATOMIC mode adds it into out[c, tap] with float32 atomics.
+    pid_chunk = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    tap = tl.program_id(2)
+    i = tap // KS
+    j = tap % KS
+    pad: tl.constexpr = KS // 2
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    total = N * OH * OW
+    start = pid_chunk.to(tl.int64) * P_PER_CHUNK
+    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
+    for p0 in range(0, P_PER_CHUNK, BLOCK_P):
+        p = start + p0 + tl.arange(0, BLOCK_P)
+        p_ok = p < total
+        n = p // (OH * OW)
+        rem = p % (OH * OW)
+        oh = rem // OW
+        ow = rem % OW
+        ih = oh * STRIDE - pad + i
+        iw = ow * STRIDE - pad + j
+        x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        g_offs = _offsets(n[None, :], c[:, None], oh[None, :], ow[None, :], C, OH, OW, CHANNELS_LAST)
+        x_offs = _offsets(n[None, :], c[:, None], ih[None, :], iw[None, :], C, H, W, CHANNELS_LAST)
+        gv = tl.load(gy_ptr + g_offs, mask=c_ok[:, None] & p_ok[None, :], other=0.0).to(tl.float32)
+        xv = tl.load(x_ptr + x_offs, mask=c_ok[:, None] & x_ok[None, :], other=0.0).to(tl.float32)
+        acc += gv * xv
+    part = tl.sum(acc, axis=1)
+    if ATOMIC:
+        tl.atomic_add(out_ptr + c * (KS * KS) + tap, part, mask=c_ok)
+    else:
+        tl.store(out_ptr + (pid_chunk * C + c) * (KS * KS) + tap, part, mask=c_ok)
+
+
+def _out_size(size: int, k: int, stride: int) -> int:
+    return (size + 2 * (k // 2) - k) // stride + 1
+
+
+def _blocks(C: int, pixels: int, channels_last: bool) -> tuple[int, int]:
+    """Tile shape [BLOCK_C, BLOCK_P]: the contiguous axis gets the long side (coalesced loads)."""
+    if _INTERPRET:  # the interpreter pays per program and per op, not per element: few, large tiles
+        return min(16, triton.next_power_of_2(C)), min(1024, triton.next_power_of_2(pixels))
+    if channels_last:
+        block_c = min(64, max(16, triton.next_power_of_2(C)))
+        return block_c, 2048 // block_c
+    return 2, min(512, max(64, triton.next_power_of_2(pixels)))
+
+
+def _contiguous(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _empty(shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def forward(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, channels_last: bool) -> torch.Tensor:
+    """x [N, C, H, W]; w [C_w, K, K] float32 contiguous. Returns [N, C, OH, OW] in x's dtype and layout."""
+    N, C, H, W = x.shape
+    OH, OW = _out_size(H, k, stride), _out_size(W, k, stride)
+    x = _contiguous(x, channels_last)
+    y = _empty((N, C, OH, OW), x, channels_last)
+    bc, bp = _blocks(C, OH * OW, channels_last)
+    grid = (triton.cdiv(OH * OW, bp), triton.cdiv(C, bc), N)
+    _dwconv_fwd_kernel[grid](x, w, y, C, H, W, OH, OW, w.shape[-1], KS=k, STRIDE=stride,
+                             CHANNELS_LAST=channels_last, BLOCK_C=bc, BLOCK_P=bp)
+    return y
+
+
+def backward_input(gy: torch.Tensor, w: torch.Tensor, k: int, stride: int, H: int, W: int,
+                   channels_last: bool) -> torch.Tensor:
+    N, C, OH, OW = gy.shape
+    gy = _contiguous(gy, channels_last)
+    gx = _empty((N, C, H, W), gy, channels_last)
+    bc, bp = _blocks(C, H * W, channels_last)
+    grid = (triton.cdiv(H * W, bp), triton.cdiv(C, bc), N)
+    _dwconv_bwd_input_kernel[grid](gy, w, gx, C, H, W, OH, OW, w.shape[-1], KS=k, STRIDE=stride,
+                                   CHANNELS_LAST=channels_last, BLOCK_C=bc, BLOCK_P=bp)
+    return gx
+
+
+def _target_programs(device: torch.device) -> int:
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 8
+
+
+def backward_weight(gy: torch.Tensor, x: torch.Tensor, k: int, stride: int, channels_last: bool,
+                    deterministic: bool = True) -> torch.Tensor:
+    """The window's weight gradient [C, k, k] float32, reduced over N, OH, OW."""
+    N, C, H, W = x.shape
+    OH, OW = gy.shape[-2:]
+    gy = _contiguous(gy, channels_last)
+    x = _contiguous(x, channels_last)
+    bc, bp = _blocks(C, OH * OW, channels_last)
+    total = N * OH * OW
+    c_blocks = triton.cdiv(C, bc)
+    # Enough chunks to fill the device, never smaller than one tile; the chunking depends only on the
+    # shapes and the device, so deterministic mode sums the same partials in the same order every run.
+    chunks = max(1, min(triton.cdiv(total, bp), triton.cdiv(_target_programs(x.device), c_blocks * k * k)))
+    per_chunk = triton.cdiv(triton.cdiv(total, chunks), bp) * bp
+    chunks = triton.cdiv(total, per_chunk)
+    if deterministic:
+        out = torch.empty((chunks, C, k * k), dtype=torch.float32, device=x.device)
+    else:
+        out = torch.zeros((C, k * k), dtype=torch.float32, device=x.device)
+    grid = (chunks, c_blocks, k * k)
+    _dwconv_bwd_weight_kernel[grid](gy, x, out, C, H, W, OH, OW, N, per_chunk, KS=k, STRIDE=stride,
+                                    CHANNELS_LAST=channels_last, ATOMIC=not deterministic,
+                                    BLOCK_C=bc, BLOCK_P=bp)
+    if deterministic:
+        out = out.sum(0)
+    return out.view(C, k, k)

@@ -1,0 +1,6 @@
+"""The public ops of deps_fast, each dispatching to a backend: cuda, triton, cpp or torch (the reference)."""
+from deps_fast.ops._backend import BACKENDS, BackendUnavailable
+from deps_fast.ops._backend import available as available_backends
+from deps_fast.ops.depthwise import elastic_depthwise_conv2d
+
+__all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "elastic_depthwise_conv2d"]

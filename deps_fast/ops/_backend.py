@@ -1,0 +1,104 @@
+"""Backend choice for every deps_fast op.
+
+Backends: "cuda" (CUDA C++ in csrc/), "triton" (deps_fast/kernels), "cpp" (C++ CPU in csrc/), "torch"
+(deps_fast/reference.py). `backend="auto"` asks the environment variable DEPS_FAST_BACKEND first, then the
+rule in `_AUTO_ORDER`. An explicitly requested backend that cannot take the inputs raises BackendUnavailable
+with the reason; "auto" silently falls through to the next candidate, "torch" takes everything.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Optional
+
+import torch
+
+from deps_fast import _ext
+
+BACKENDS = ("cuda", "triton", "cpp", "torch")
+ENV_VAR = "DEPS_FAST_BACKEND"
+
+# The auto rule, per device type, fastest first. CPU: measured by bench/bench_depthwise.py (see
+# bench/results/ and the README's Performance section). CUDA: cuda before triton by design, since the
+# hand-written kernels are specialised per kernel size; not yet measured on a GPU (no GPU was available
+# when this rule was written) -- re-check with bench/ on the first GPU run.
+_AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpp", "torch")}
+
+
+class BackendUnavailable(RuntimeError):
+    """A requested backend cannot run the given inputs; the message says why."""
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> Optional[str]:
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        return f"triton is not installed ({exc})"
+    return None
+
+
+def device_reason(backend: str, device: torch.device) -> Optional[str]:
+    """Why `backend` cannot run on `device` at all (None if it can)."""
+    if backend == "torch":
+        return None
+    if backend == "cpp":
+        if _ext.extension() is None:
+            return _ext.extension_error()
+        return None if device.type == "cpu" else f"the cpp backend runs on CPU tensors, got device {device}"
+    if backend == "cuda":
+        if device.type != "cuda":
+            return f"the cuda backend needs CUDA tensors, got device {device}"
+        if _ext.extension() is None:
+            return _ext.extension_error()
+        if not _ext.has_cuda_kernels():
+            return "deps_fast._C was built without CUDA kernels (no CUDA toolkit or CPU-only torch at build time)"
+        return None
+    if backend == "triton":
+        err = _triton_import_error()
+        if err:
+            return err
+        if device.type == "cuda":
+            return None
+        if device.type == "cpu" and _interpreting():
+            return None
+        return (f"the triton backend needs CUDA tensors (got device {device}); on CPU it runs only in the Triton "
+                "interpreter, with TRITON_INTERPRET=1 set before deps_fast is imported")
+    raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+
+
+def requested(backend: str) -> str:
+    """Validate a backend name; "auto" is replaced by DEPS_FAST_BACKEND when that is set."""
+    if not isinstance(backend, str) or backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        env = os.environ.get(ENV_VAR, "").strip().lower()
+        if env and env != "auto":
+            if env not in BACKENDS:
+                raise ValueError(f"{ENV_VAR} must be one of {('auto',) + BACKENDS}, got {env!r}")
+            return env
+    return backend
+
+
+def resolve(backend: str, device: torch.device, input_reason: Callable[[str], Optional[str]]) -> str:
+    """The concrete backend to run. `input_reason(name)` says why a backend cannot take these inputs, or None."""
+    name = requested(backend)
+    if name != "auto":
+        reason = device_reason(name, device) or input_reason(name)
+        if reason:
+            raise BackendUnavailable(f"backend {name!r} cannot run this call: {reason}")
+        return name
+    for candidate in _AUTO_ORDER.get(device.type, ("torch",)):
+        if device_reason(candidate, device) is None and input_reason(candidate) is None:
+            return candidate
+    return "torch"
+
+
+def available(device: str | torch.device = "cpu") -> dict:
+    """{backend: None if usable on `device` else the reason}, for users and bug reports."""
+    device = torch.device(device)
+    return {name: device_reason(name, device) for name in BACKENDS}
