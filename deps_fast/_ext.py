@@ -1,17 +1,18 @@
 """Loads the optional compiled extension deps_fast._C and remembers why it is missing, if it is."""
 from __future__ import annotations
 
-import functools
+_STATE: list = []  # [(module, error)] once loaded; a plain list, not lru_cache, so torch.compile traces it
 
 
-@functools.lru_cache(maxsize=None)
 def _load():
-    try:
-        from deps_fast import _C  # noqa: F401  (built by setup.py from csrc/)
-    except ImportError as exc:  # not built, or built against another torch
-        return None, f"the compiled extension deps_fast._C is not importable ({exc}); reinstall with " \
-                     "`pip install --no-build-isolation -e .` after installing torch"
-    return _C, None
+    if not _STATE:
+        try:
+            from deps_fast import _C  # built by setup.py from csrc/
+            _STATE.append((_C, None))
+        except ImportError as exc:  # not built, or built against another torch
+            _STATE.append((None, f"the compiled extension deps_fast._C is not importable ({exc}); reinstall "
+                                 "with `pip install --no-build-isolation -e .` after installing torch"))
+    return _STATE[0]
 
 
 def extension():

@@ -146,7 +146,8 @@ def _out_size(size: int, k: int, stride: int) -> int:
 def _blocks(C: int, pixels: int, channels_last: bool) -> tuple[int, int]:
     """Tile shape [BLOCK_C, BLOCK_P]: the contiguous axis gets the long side (coalesced loads)."""
     if _INTERPRET:  # the interpreter pays per program and per op, not per element: few, large tiles
-        return min(16, triton.next_power_of_2(C)), min(1024, triton.next_power_of_2(pixels))
+        block_c = min(128, triton.next_power_of_2(C))
+        return block_c, min(triton.next_power_of_2(pixels), max(16, 16384 // block_c))
     if channels_last:
         block_c = min(64, max(16, triton.next_power_of_2(C)))
         return block_c, 2048 // block_c

@@ -7,7 +7,6 @@ with the reason; "auto" silently falls through to the next candidate, "torch" ta
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Callable, Optional
 
@@ -33,13 +32,17 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-@functools.lru_cache(maxsize=None)
+_TRITON_STATE: list = []  # [error or None] once probed; a plain list, not lru_cache, so torch.compile traces it
+
+
 def _triton_import_error() -> Optional[str]:
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        return f"triton is not installed ({exc})"
-    return None
+    if not _TRITON_STATE:
+        try:
+            import triton  # noqa: F401
+            _TRITON_STATE.append(None)
+        except ImportError as exc:
+            _TRITON_STATE.append(f"triton is not installed ({exc})")
+    return _TRITON_STATE[0]
 
 
 def device_reason(backend: str, device: torch.device) -> Optional[str]:

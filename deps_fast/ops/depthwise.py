@@ -65,8 +65,10 @@ def _validate(x, weight, kernel_size, stride, transforms) -> None:
         if not isinstance(m, torch.Tensor) or tuple(m.shape) != (t * t, t * t):
             shape = tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__
             raise ValueError(f"transforms[{t}] must be a ({t * t}, {t * t}) tensor, got {shape}")
-        if m.device != x.device or not m.is_floating_point():
-            raise ValueError(f"transforms[{t}] must be a floating tensor on {x.device}, got {m.dtype} on {m.device}")
+        if m.device != weight.device:
+            raise ValueError(f"transforms[{t}] is on {m.device} but weight is on {weight.device}")
+        if m.dtype != weight.dtype:
+            raise ValueError(f"transforms[{t}] dtype {m.dtype} must equal weight.dtype {weight.dtype}")
     if k != K and k not in transforms:
         raise ValueError(f"transforms has no matrix for kernel_size={k} (keys: {sorted(transforms)}); "
                          f"the chain from K={K} must end at kernel_size")
@@ -126,6 +128,11 @@ def _run_backward_weight(backend, gy, x, k, stride, deterministic):
     return _ext.extension().dwconv_backward_weight_cpu(gy, x, k, stride)
 
 
+def _empty_like_layout(t: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=fmt)
+
+
 def _out_hw(H: int, W: int, k: int, stride: int) -> tuple[int, int]:
     pad = k // 2
     return (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
@@ -142,8 +149,7 @@ def dwconv_fwd(x: torch.Tensor, weight: torch.Tensor, k: int, stride: int, backe
 @dwconv_fwd.register_fake
 def _(x, weight, k, stride, backend, deterministic):
     N, c, H, W = x.shape
-    fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
-    return x.new_empty((N, c) + _out_hw(H, W, k, stride), memory_format=fmt)
+    return _empty_like_layout(x, (N, c) + _out_hw(H, W, k, stride), _channels_last(x))
 
 
 @torch.library.custom_op("deps_fast::dwconv_bwd_input", mutates_args=())
@@ -154,8 +160,7 @@ def dwconv_bwd_input(grad_out: torch.Tensor, weight: torch.Tensor, k: int, strid
 
 @dwconv_bwd_input.register_fake
 def _(grad_out, weight, k, stride, H, W, channels_last, backend):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return grad_out.new_empty((grad_out.shape[0], grad_out.shape[1], H, W), memory_format=fmt)
+    return _empty_like_layout(grad_out, (grad_out.shape[0], grad_out.shape[1], H, W), channels_last)
 
 
 @torch.library.custom_op("deps_fast::dwconv_bwd_weight", mutates_args=())
