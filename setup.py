@@ -46,7 +46,7 @@ def _extensions():
         )
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    cxx = ["-O3", "-fopenmp"]  # no -std: torch adds the standard its headers need (C++20 from 2.13)
     # at::parallel_for is header-inline over OpenMP: without -fopenmp the loops run on one thread.
     link = ["-fopenmp"]
     if use_cuda:
@@ -59,7 +59,7 @@ def _extensions():
             "deps_fast._C",
             sources,
             define_macros=[("DEPS_FAST_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
             extra_link_args=link,
         )
     else:

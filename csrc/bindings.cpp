@@ -1,4 +1,6 @@
 // Python bindings of deps_fast._C. The Python layer (deps_fast/ops) owns validation messages, dispatch and autograd.
+#include <torch/extension.h>  // pybind11 and the tensor casters; only this file pays for it
+
 #include "deps_fast.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -2,7 +2,11 @@
 // torch.library custom ops. Every function validates what the Python layer cannot express and raises with
 // TORCH_CHECK naming the argument.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>  // not torch/extension.h: that costs ~1 min of compile per file
+#include <c10/util/Exception.h>
+
+#include <optional>
+#include <tuple>
 
 namespace deps_fast {
 
