@@ -13,7 +13,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dwconv_forward_cpu", &deps_fast::dwconv_forward_cpu, "elastic depthwise conv forward (CPU)");
   m.def("dwconv_backward_input_cpu", &deps_fast::dwconv_backward_input_cpu, "grad input (CPU)");
   m.def("dwconv_backward_weight_cpu", &deps_fast::dwconv_backward_weight_cpu, "grad weight window (CPU)");
+  m.def("distill_forward_cpu", &deps_fast::distill_forward_cpu, "fused distillation loss and gradient (CPU)");
 #ifdef DEPS_FAST_WITH_CUDA
+  m.def("distill_forward_cuda", &deps_fast::distill_forward_cuda, "fused distillation loss and gradient (CUDA)");
   m.def("dwconv_forward_cuda", &deps_fast::dwconv_forward_cuda, "elastic depthwise conv forward (CUDA)");
   m.def("dwconv_backward_input_cuda", &deps_fast::dwconv_backward_input_cuda, "grad input (CUDA)");
   m.def("dwconv_backward_weight_cuda", &deps_fast::dwconv_backward_weight_cuda, "grad weight window (CUDA)");

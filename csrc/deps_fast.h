@@ -35,4 +35,41 @@ at::Tensor dwconv_backward_weight_cuda(const at::Tensor& grad_out, const at::Ten
                                        bool deterministic);
 #endif
 
+// ---- fused distillation loss --------------------------------------------------------------------------------
+// student, teacher: [B, V] logits, one floating dtype; target: int64 [B] (range checked by the Python layer).
+// Returns (per-row loss [B] float32, d loss / d student [B, V] in student's dtype, times grad_scale):
+//   soft_coef * (logsumexp(s*inv_t) - sum_c softmax(t*inv_t)_c * s_c*inv_t)            if teacher
+// + hard_coef * (logsumexp(s) - (1 - eps) s_y - eps / V * sum_c s_c)                    if target
+std::tuple<at::Tensor, at::Tensor> distill_forward_cpu(const at::Tensor& student,
+                                                       const c10::optional<at::Tensor>& teacher,
+                                                       const c10::optional<at::Tensor>& target, double inv_t,
+                                                       double soft_coef, double hard_coef, double eps,
+                                                       double grad_scale);
+#ifdef DEPS_FAST_WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> distill_forward_cuda(const at::Tensor& student,
+                                                        const c10::optional<at::Tensor>& teacher,
+                                                        const c10::optional<at::Tensor>& target, double inv_t,
+                                                        double soft_coef, double hard_coef, double eps,
+                                                        double grad_scale);
+#endif
+
+inline void check_distill_args(const at::Tensor& student, const c10::optional<at::Tensor>& teacher,
+                               const c10::optional<at::Tensor>& target, at::DeviceType device) {
+  TORCH_CHECK(student.dim() == 2 && student.size(1) >= 2, "student must be [B, V] with V >= 2, got ",
+              student.sizes());
+  TORCH_CHECK(student.device().type() == device, "student must be on ", device, ", got ", student.device());
+  TORCH_CHECK(teacher || target, "give a teacher, a target or both");
+  if (teacher) {
+    TORCH_CHECK(teacher->sizes() == student.sizes(), "teacher shape ", teacher->sizes(), " != student shape ",
+                student.sizes());
+    TORCH_CHECK(teacher->scalar_type() == student.scalar_type(), "teacher dtype must equal student dtype");
+    TORCH_CHECK(teacher->device() == student.device(), "teacher must be on ", student.device());
+  }
+  if (target) {
+    TORCH_CHECK(target->scalar_type() == at::kLong && target->dim() == 1 && target->size(0) == student.size(0),
+                "target must be int64 [B]");
+    TORCH_CHECK(target->device() == student.device(), "target must be on ", student.device());
+  }
+}
+
 }  // namespace deps_fast

@@ -1,6 +1,6 @@
 """deps_fast: once-for-all supernet training with DεpS (Delayed ε-Shrinking) on fused elastic kernels."""
 from deps_fast import ops
-from deps_fast.ops import available_backends, elastic_depthwise_conv2d
+from deps_fast.ops import available_backends, distillation_loss, elastic_depthwise_conv2d
 
 __version__ = "0.1.0"
-__all__ = ["ops", "available_backends", "elastic_depthwise_conv2d", "__version__"]
+__all__ = ["ops", "available_backends", "distillation_loss", "elastic_depthwise_conv2d", "__version__"]

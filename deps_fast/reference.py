@@ -52,3 +52,40 @@ def elastic_depthwise_conv2d(
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     out = F.conv2d(x.to(compute), kernel.to(compute), None, stride, kernel_size // 2, 1, c)
     return out.to(x.dtype)
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: Optional[torch.Tensor] = None,
+    target: Optional[torch.Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    soft_weight: float = 1.0,
+    hard_weight: float = 1.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """The supernet loss of one subnet, per row:
+
+        soft_weight * T^2 * sum_c -softmax(teacher / T)_c * log_softmax(student / T)_c     (if teacher given)
+      + hard_weight * cross_entropy(student, target, label_smoothing)                       (if target given)
+
+    The soft term is AlphaNet's soft cross-entropy (METHOD.md: in-place KD, T = 1). The teacher is a constant.
+    Computed in float32 (float64 for float64 inputs); returned in float32 or float64.
+    """
+    compute = torch.float64 if student.dtype == torch.float64 else torch.float32
+    s = student.to(compute)
+    loss = s.new_zeros(s.shape[0])
+    if teacher is not None:
+        t = teacher.detach().to(compute)
+        T = float(temperature)
+        soft = -(torch.softmax(t / T, dim=-1) * torch.log_softmax(s / T, dim=-1)).sum(-1)
+        loss = loss + soft_weight * T * T * soft
+    if target is not None:
+        hard = F.cross_entropy(s, target, reduction="none", label_smoothing=label_smoothing)
+        loss = loss + hard_weight * hard
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss

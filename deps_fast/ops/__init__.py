@@ -2,5 +2,6 @@
 from deps_fast.ops._backend import BACKENDS, BackendUnavailable
 from deps_fast.ops._backend import available as available_backends
 from deps_fast.ops.depthwise import elastic_depthwise_conv2d
+from deps_fast.ops.distill import distillation_loss
 
-__all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "elastic_depthwise_conv2d"]
+__all__ = ["BACKENDS", "BackendUnavailable", "available_backends", "distillation_loss", "elastic_depthwise_conv2d"]
