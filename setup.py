@@ -46,7 +46,7 @@ def _extensions():
         )
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    cxx = ["-O3", "-fopenmp"]  # no -std: torch adds the standard its headers need (C++20 from 2.13)
+    cxx = ["-O3", "-fopenmp", "-Wno-psabi"]  # no -std: torch adds the standard its headers need (C++20 from 2.13)
     # at::parallel_for is header-inline over OpenMP: without -fopenmp the loops run on one thread.
     link = ["-fopenmp"]
     if use_cuda:
