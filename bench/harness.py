@@ -58,7 +58,13 @@ def copy_bandwidth_gbs(device: torch.device, mbytes: int | None = None) -> float
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} CPU, {torch.get_num_threads()} threads"
 
 
 def environment(device: torch.device) -> dict:

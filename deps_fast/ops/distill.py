@@ -116,7 +116,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, _grad_of_grad):
     (grad,) = ctx.saved_tensors
     scale = grad_loss[:, None] if ctx.per_row else grad_loss
-    return (grad * scale).to(grad.dtype), None, None, None, None, None, None, None, None
+    # Multiply in float32 and write straight into the student's dtype: no [B, V] float32 intermediate.
+    return torch.mul(grad, scale, out=torch.empty_like(grad)), None, None, None, None, None, None, None, None
 
 
 distill_fwd.register_autograd(_backward, setup_context=_setup_context)
