@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import shapes  # noqa: E402
 
-import deps_fast  # noqa: E402
 from deps_fast import ops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,9 +34,8 @@ def eager(x, weight, k, stride):
 
 def implementations(device: torch.device) -> dict:
     impls = {"eager": eager}
-    for name, why in deps_fast.available_backends(device).items():
-        if why is None and name != "torch":
-            impls[f"deps_fast[{name}]"] = (lambda b: lambda x, w, k, s: ops.elastic_depthwise_conv2d(x, w, k, s, backend=b))(name)
+    for name in harness.fast_backends(device):
+        impls[f"deps_fast[{name}]"] = (lambda b: lambda x, w, k, s: ops.elastic_depthwise_conv2d(x, w, k, s, backend=b))(name)
     return impls
 
 

@@ -18,7 +18,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
-import deps_fast  # noqa: E402
 from deps_fast import ops, reference  # noqa: E402
 
 SHAPES = [(256, 10), (256, 100), (256, 1000), (64, 32000)]
@@ -29,10 +28,9 @@ def implementations(device, compile_eager: bool) -> dict:
     impls = {"eager": lambda s, t, y: reference.distillation_loss(s, t, y, label_smoothing=0.1)}
     if compile_eager:
         impls["eager+torch.compile"] = torch.compile(impls["eager"])
-    for name, why in deps_fast.available_backends(device).items():
-        if why is None and name != "torch":
-            impls[f"deps_fast[{name}]"] = (lambda b: lambda s, t, y: ops.distillation_loss(
-                s, t, y, label_smoothing=0.1, backend=b))(name)
+    for name in harness.fast_backends(device):
+        impls[f"deps_fast[{name}]"] = (lambda b: lambda s, t, y: ops.distillation_loss(
+            s, t, y, label_smoothing=0.1, backend=b))(name)
     return impls
 
 

@@ -19,6 +19,12 @@ from typing import Callable
 import torch
 
 
+def fast_backends(device: torch.device) -> list[str]:
+    """The deps_fast kernel backends (not the torch reference) that run on `device` here."""
+    import deps_fast
+    return [name for name, why in deps_fast.available_backends(device).items() if why is None and name != "torch"]
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

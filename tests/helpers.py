@@ -1,11 +1,16 @@
 """Shared test helpers: which backends can run here, and tolerances derived from the reference's own error."""
+import os
+
 import pytest
 import torch
 
 from deps_fast import _ext
 from deps_fast.ops import _backend
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+def seed() -> int:
+    """A fresh seed per test (reported in failure messages); DEPS_FAST_TEST_SEED pins one to reproduce."""
+    return int(os.environ.get("DEPS_FAST_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
 
 
 def backend_device(name: str) -> str:

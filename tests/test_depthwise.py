@@ -4,7 +4,6 @@ Inputs are fresh random draws each run (seed printed on failure; DEPS_FAST_TEST_
 Outputs are poisoned with NaN by conftest, so unwritten elements fail. Low-precision tolerances come from
 the reference's own error against a float64 truth on the same rounded inputs.
 """
-import os
 import re
 
 import pytest
@@ -13,13 +12,9 @@ import torch
 from deps_fast import ops, reference
 from deps_fast.ops import _backend
 from deps_fast.ops import depthwise as dw
-from helpers import DTYPES, assert_matches_truth, require_backend
+from helpers import seed, assert_matches_truth, require_backend
 
 FAST_BACKENDS = ("cpp", "triton", "cuda")
-
-
-def _seed() -> int:
-    return int(os.environ.get("DEPS_FAST_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
 
 
 def _transforms(K: int, dtype, device, gen):
@@ -73,8 +68,8 @@ def _run(fn, x, w, k, s, transforms, g):
 @pytest.mark.parametrize("case, dtype, weight_same_dtype", PARAMS)
 def test_matches_reference(backend, case, dtype, weight_same_dtype):
     device = require_backend(backend)
-    seed = _seed()
-    gen = torch.Generator().manual_seed(seed)
+    case_seed = seed()
+    gen = torch.Generator().manual_seed(case_seed)
     N, c, H, W, k, s, cl, C, K, with_tr = case
     fmt = torch.channels_last if cl else torch.contiguous_format
     wdtype = dtype if weight_same_dtype else torch.float32
@@ -97,7 +92,7 @@ def test_matches_reference(backend, case, dtype, weight_same_dtype):
     tr64 = {t: m.detach().double().cpu().requires_grad_() for t, m in tr.items()} if tr else None
     y64, grads64 = _run(reference.elastic_depthwise_conv2d, x64, w64, k, s, tr64, g.double().cpu())
 
-    where = f"[backend={backend} seed={seed}]"
+    where = f"[backend={backend} seed={case_seed}]"
     assert y.dtype == dtype and y.device == x.device
     if cl and c > 1 and OH * OW > 1:
         assert y.is_contiguous(memory_format=torch.channels_last), f"{where} output lost channels_last"
@@ -114,7 +109,7 @@ def test_matches_reference(backend, case, dtype, weight_same_dtype):
 
 
 def test_reference_gradcheck_float64():
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(4, 1, 7, 7, dtype=torch.float64, generator=gen, requires_grad=True)
     tr = _transforms(7, torch.float64, "cpu", gen)
@@ -126,7 +121,7 @@ def test_reference_gradcheck_float64():
 
 def test_reference_matches_ofa_transform_chain():
     """The 3x3 kernel comes from the *transformed* 5x5 (OFA KERNEL_TRANSFORM_MODE=1), written out by hand."""
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     w = torch.randn(6, 1, 7, 7, generator=gen, dtype=torch.float64)
     tr = _transforms(7, torch.float64, "cpu", gen)
     k5 = (w[:, :, 1:6, 1:6].reshape(6, 25) @ tr[5].T).reshape(6, 1, 5, 5)
@@ -140,7 +135,7 @@ def test_reference_matches_ofa_transform_chain():
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck(backend, channels_last):
     device = require_backend(backend)
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(2, 6, 7, 5, generator=gen).to(device).contiguous(memory_format=fmt).requires_grad_()
     w = torch.randn(8, 1, 5, 5, generator=gen).to(device).requires_grad_()
@@ -153,7 +148,7 @@ def test_opcheck(backend, channels_last):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_torch_compile_fullgraph(backend):
     device = require_backend(backend)
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     x = torch.randn(2, 5, 9, 9, generator=gen).to(device).requires_grad_()
     w = torch.randn(8, 1, 7, 7, generator=gen).to(device).requires_grad_()
     m5 = (torch.eye(25) + 0.1 * torch.randn(25, 25, generator=gen)).to(device).requires_grad_()
@@ -172,7 +167,7 @@ def test_torch_compile_fullgraph(backend):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_weight_grad_is_deterministic(backend):
     device = require_backend(backend)
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     x = torch.randn(3, 16, 12, 10, generator=gen).to(device)
     w = torch.randn(16, 1, 7, 7, generator=gen).to(device).requires_grad_()
     g = torch.randn(3, 16, 12, 10, generator=gen).to(device)
@@ -191,7 +186,7 @@ def test_weight_grad_is_deterministic(backend):
 @pytest.mark.parametrize("backend", ["triton", "cuda"])
 def test_atomic_weight_grad_matches_reference(backend):
     device = require_backend(backend)
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     x = torch.randn(2, 10, 9, 8, generator=gen).to(device)
     w = torch.randn(12, 1, 7, 7, generator=gen).to(device).requires_grad_()
     g = torch.randn(2, 10, 5, 4, generator=gen).to(device)

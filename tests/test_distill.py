@@ -4,7 +4,6 @@ Fresh random logits each run (seed in failure messages; DEPS_FAST_TEST_SEED repr
 by conftest; low-precision tolerances from the reference's own error against a float64 truth.
 """
 import itertools
-import os
 import re
 
 import pytest
@@ -12,15 +11,11 @@ import torch
 
 from deps_fast import ops, reference
 from deps_fast.ops import distill as dl
-from helpers import assert_matches_truth, require_backend
+from helpers import seed, assert_matches_truth, require_backend
 
 FAST_BACKENDS = ("cpp", "triton", "cuda")
 VS = (2, 10, 100, 1000, 4099, 50000)
 SETTINGS = [(1.0, 0.0, "mean"), (4.0, 0.1, "none"), (1.0, 0.1, "sum"), (4.0, 0.0, "mean")]
-
-
-def _seed() -> int:
-    return int(os.environ.get("DEPS_FAST_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
 
 
 def _batch(V: int, i: int) -> int:
@@ -59,8 +54,8 @@ def _value_and_grad(fn, student, teacher, target, upstream, **kw):
 @pytest.mark.parametrize("V, B, mode, T, eps, reduction, dtype", PARAMS)
 def test_matches_reference(backend, V, B, mode, T, eps, reduction, dtype):
     device = require_backend(backend)
-    seed = _seed()
-    gen = torch.Generator().manual_seed(seed)
+    case_seed = seed()
+    gen = torch.Generator().manual_seed(case_seed)
     student, teacher, target = _inputs(B, V, mode, dtype, device, gen)
     upstream = torch.randn(B, generator=gen).to(device) if reduction == "none" else None
     kw = dict(temperature=T, soft_weight=0.7, hard_weight=1.3, label_smoothing=eps, reduction=reduction)
@@ -70,7 +65,7 @@ def test_matches_reference(backend, V, B, mode, T, eps, reduction, dtype):
     to64 = lambda t: None if t is None else t.double().cpu()  # noqa: E731
     loss64, grad64 = _value_and_grad(reference.distillation_loss, to64(student), to64(teacher),
                                      None if target is None else target.cpu(), to64(upstream), **kw)
-    where = f"[backend={backend} seed={seed}]"
+    where = f"[backend={backend} seed={case_seed}]"
     assert loss.dtype == torch.float32 and grad.dtype == dtype
     assert_matches_truth(f"{where} loss", loss, loss_ref, loss64, torch.float32)
     assert_matches_truth(f"{where} grad", grad, grad_ref, grad64, dtype)
@@ -79,7 +74,7 @@ def test_matches_reference(backend, V, B, mode, T, eps, reduction, dtype):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_extreme_logits_and_one_hot_teacher(backend):
     device = require_backend(backend)
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     B, V = 4, 257
     student = torch.randint(-1, 2, (B, V), generator=gen).float().mul(1e4).to(device)
     hot = torch.randint(0, V, (B,), generator=gen)
@@ -116,7 +111,7 @@ def test_teacher_is_a_constant(backend):
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_opcheck(backend, reduction):
     device = require_backend(backend)
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     s = torch.randn(4, 33, generator=gen).to(device).requires_grad_()
     t = torch.randn(4, 33, generator=gen).to(device)
     y = torch.randint(0, 33, (4,), generator=gen).to(device)
@@ -127,7 +122,7 @@ def test_opcheck(backend, reduction):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_torch_compile_fullgraph(backend):
     device = require_backend(backend)
-    gen = torch.Generator().manual_seed(_seed())
+    gen = torch.Generator().manual_seed(seed())
     s = torch.randn(5, 40, generator=gen).to(device).requires_grad_()
     t = torch.randn(5, 40, generator=gen).to(device)
     y = torch.randint(0, 40, (5,), generator=gen).to(device)

@@ -12,13 +12,13 @@ pixels are the fast axis for NCHW and channels for NHWC, which the wrappers pick
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+from deps_fast.kernels import interpreting
+
+_INTERPRET = interpreting()  # fixed when the kernels are defined, as Triton itself is
 
 
 @triton.jit

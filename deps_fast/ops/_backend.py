@@ -13,9 +13,11 @@ from typing import Callable, Optional
 import torch
 
 from deps_fast import _ext
+from deps_fast.kernels import interpreting
 
 BACKENDS = ("cuda", "triton", "cpp", "torch")
 ENV_VAR = "DEPS_FAST_BACKEND"
+FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the cuda, triton and cpp kernels take
 
 # The auto rule, per device type, fastest first. CPU: measured by bench/bench_depthwise.py (see
 # bench/results/ and the README's Performance section). CUDA: cuda before triton by design, since the
@@ -28,17 +30,13 @@ class BackendUnavailable(RuntimeError):
     """A requested backend cannot run the given inputs; the message says why."""
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
 _TRITON_STATE: list = []  # [error or None] once probed; a plain list, not lru_cache, so torch.compile traces it
 
 
 def _triton_import_error() -> Optional[str]:
     if not _TRITON_STATE:
         try:
-            import triton  # noqa: F401
+            import triton  # noqa: F401  (only probing that it imports)
             _TRITON_STATE.append(None)
         except ImportError as exc:
             _TRITON_STATE.append(f"triton is not installed ({exc})")
@@ -67,11 +65,22 @@ def device_reason(backend: str, device: torch.device) -> Optional[str]:
             return err
         if device.type == "cuda":
             return None
-        if device.type == "cpu" and _interpreting():
+        if device.type == "cpu" and interpreting():
             return None
         return (f"the triton backend needs CUDA tensors (got device {device}); on CPU it runs only in the Triton "
                 "interpreter, with TRITON_INTERPRET=1 set before deps_fast is imported")
     raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+
+
+def kernel_input_reason(name: str, tensor: torch.Tensor, empty: bool) -> Callable[[str], Optional[str]]:
+    """For resolve(): the kernel backends take FAST_DTYPES and non-empty inputs; "torch" takes anything."""
+    def reason(backend: str) -> Optional[str]:
+        if backend == "torch":
+            return None
+        if tensor.dtype not in FAST_DTYPES:
+            return f"{name}.dtype {tensor.dtype} is not supported (float32, bfloat16, float16)"
+        return f"{name} is empty" if empty else None
+    return reason
 
 
 def requested(backend: str) -> str:

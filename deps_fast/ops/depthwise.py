@@ -14,9 +14,6 @@ import torch.nn.functional as F
 from deps_fast import _ext, reference
 from deps_fast.ops import _backend
 
-_FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
 # ---- validation --------------------------------------------------------------------------------------------
 def _check_int(name: str, value, allowed: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -33,7 +30,7 @@ def _validate(x, weight, kernel_size, stride, transforms) -> None:
         raise ValueError(f"x must be 4-D [N, c, H, W], got shape {tuple(x.shape)}")
     if weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0:
         raise ValueError(f"weight must be [C_max, 1, K, K] with K odd, got shape {tuple(weight.shape)}")
-    allowed = _FAST_DTYPES + (torch.float64,)
+    allowed = _backend.FAST_DTYPES + (torch.float64,)
     if x.dtype not in allowed:
         raise TypeError(f"x.dtype must be one of float32, bfloat16, float16 (float64: torch backend), got {x.dtype}")
     if weight.dtype != x.dtype and weight.dtype != torch.float32:
@@ -77,16 +74,6 @@ def _validate(x, weight, kernel_size, stride, transforms) -> None:
 def _channels_last(x: torch.Tensor) -> bool:
     """One rule for real and fake outputs: channels_last only when x is unambiguously NHWC in memory."""
     return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _input_reason(x: torch.Tensor):
-    def reason(backend: str) -> Optional[str]:
-        if backend != "torch" and x.dtype not in _FAST_DTYPES:
-            return f"x.dtype {x.dtype} is not supported (float32, bfloat16, float16)"
-        if backend != "torch" and x.numel() == 0:
-            return "x is empty"
-        return None
-    return reason
 
 
 # ---- backend implementations (no autograd) -----------------------------------------------------------------
@@ -242,7 +229,7 @@ def elastic_depthwise_conv2d(
     used slice and window of weight (zero elsewhere) and to the transforms.
     """
     _validate(x, weight, kernel_size, stride, transforms)
-    name = _backend.resolve(backend, x.device, _input_reason(x))
+    name = _backend.resolve(backend, x.device, _backend.kernel_input_reason("x", x, x.numel() == 0))
     if name == "torch":
         return reference.elastic_depthwise_conv2d(x, weight, kernel_size, stride, transforms)
     if transforms is not None and kernel_size != weight.shape[-1]:

@@ -14,7 +14,6 @@ import torch
 from deps_fast import _ext, reference
 from deps_fast.ops import _backend
 
-_FAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -29,7 +28,7 @@ def _validate(student, teacher, target, temperature, soft_weight, hard_weight, l
         raise TypeError(f"student must be a torch.Tensor of logits [B, V], got {type(student).__name__}")
     if student.dim() != 2 or student.shape[1] < 2:
         raise ValueError(f"student must be logits [B, V] with V >= 2, got shape {tuple(student.shape)}")
-    if student.dtype not in _FAST_DTYPES + (torch.float64,):
+    if student.dtype not in _backend.FAST_DTYPES + (torch.float64,):
         raise TypeError(f"student.dtype must be float32, bfloat16 or float16 (float64: torch backend), "
                         f"got {student.dtype}")
     if teacher is None and target is None:
@@ -53,7 +52,8 @@ def _validate(student, teacher, target, temperature, soft_weight, hard_weight, l
         if target.device != student.device:
             raise ValueError(f"target is on {target.device} but student is on {student.device}")
         if target.numel():
-            lo, hi = int(target.min()), int(target.max())  # one small reduction; cheap next to a step
+            lo, hi = torch.aminmax(target)  # one reduction and one device sync per call
+            lo, hi = int(lo), int(hi)
             if lo < 0 or hi >= student.shape[1]:
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"target values must be in [0, V={student.shape[1]}), got {bad}")
@@ -65,25 +65,13 @@ def _validate(student, teacher, target, temperature, soft_weight, hard_weight, l
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _input_reason(student: torch.Tensor):
-    def reason(backend: str) -> Optional[str]:
-        if backend != "torch" and student.dtype not in _FAST_DTYPES:
-            return f"student.dtype {student.dtype} is not supported (float32, bfloat16, float16)"
-        if backend != "torch" and student.shape[0] == 0:
-            return "the batch is empty"
-        return None
-    return reason
-
-
 def _run(backend, student, teacher, target, inv_t, soft_coef, hard_coef, eps, grad_scale):
     if backend == "triton":
         from deps_fast.kernels import distill as tk
         return tk.distillation_forward(student, teacher, target, inv_t, soft_coef, hard_coef, eps, grad_scale)
-    ext = _ext.extension()
+    ext = _ext.extension()  # the C++ side makes its inputs contiguous
     fn = ext.distill_forward_cuda if backend == "cuda" else ext.distill_forward_cpu
-    loss, grad = fn(student.contiguous(), None if teacher is None else teacher.contiguous(), target,
-                    inv_t, soft_coef, hard_coef, eps, grad_scale)
-    return loss, grad
+    return fn(student, teacher, target, inv_t, soft_coef, hard_coef, eps, grad_scale)
 
 
 @torch.library.custom_op("deps_fast::distill_fwd", mutates_args=())
@@ -143,7 +131,8 @@ def distillation_loss(
     float32. NaN/inf in the logits propagate (the trainer guards against them).
     """
     _validate(student, teacher, target, temperature, soft_weight, hard_weight, label_smoothing, reduction)
-    name = _backend.resolve(backend, student.device, _input_reason(student))
+    name = _backend.resolve(backend, student.device,
+                           _backend.kernel_input_reason("student", student, student.shape[0] == 0))
     if name == "torch":
         return reference.distillation_loss(student, teacher, target, temperature=temperature,
                                            soft_weight=soft_weight, hard_weight=hard_weight,
