@@ -1,0 +1,1 @@
+"""Training engine: data on the device, checkpoints, the DεpS/OFA/BigNAS training loop."""
