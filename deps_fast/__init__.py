@@ -1,9 +1,10 @@
 """deps_fast: once-for-all supernet training with DεpS (Delayed ε-Shrinking) on fused elastic kernels."""
 from deps_fast import ops
-from deps_fast.models import SubnetConfig, Supernet, build_supernet, extract, recalibrate_bn
+from deps_fast.models import (SubnetConfig, Supernet, build_supernet, extract, load_ofa_state_dict, recalibrate_bn,
+                              to_ofa_state_dict)
 from deps_fast.ops import available_backends, distillation_loss, elastic_depthwise_conv2d
 
 __version__ = "0.1.0"
 __all__ = ["ops", "available_backends", "distillation_loss", "elastic_depthwise_conv2d", "SubnetConfig",
-           "Supernet", "build_supernet", "extract", "recalibrate_bn", "__version__"]
-from deps_fast.models import load_ofa_state_dict; __all__ += ["load_ofa_state_dict"]  # noqa: E402,E702
+           "Supernet", "build_supernet", "extract", "load_ofa_state_dict", "recalibrate_bn", "to_ofa_state_dict",
+           "__version__"]

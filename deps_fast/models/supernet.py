@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deps_fast.models.config import SubnetConfig, make_divisible
-from deps_fast.models.layers import ConvBNAct, ElasticDepthwise, ElasticMBConv, activate, he_fout_init, se_width
+from deps_fast.models.layers import ConvBNAct, ElasticDepthwise, ElasticMBConv, he_fout_init, se_width
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,14 @@ class Space:
     feature_mix: int                # mbv3: 1x1 conv after the pool (no BN); proxyless: 1x1 conv + BN before it
     feature_mix_after_pool: bool
     head_act: str
+    first_block_skip: bool          # OFA: mbv3's first block adds a skip when widths match, proxyless's never
+    bn_eps: float                   # OFA's bn_param: 1e-5 for mbv3, 1e-3 for proxyless
 
 
 _MBV3 = dict(stem_width=16, stem_act="h_swish", first_block_width=16, first_block_act="relu",
              widths=(24, 40, 80, 112, 160), acts=("relu", "relu", "h_swish", "h_swish", "h_swish"),
              se=(False, True, False, True, True), elastic_depth_stages=5, final_expand=960, feature_mix=1280,
-             feature_mix_after_pool=True, head_act="h_swish")
+             feature_mix_after_pool=True, head_act="h_swish", first_block_skip=True, bn_eps=1e-5)
 SPACES = {
     "mbv3": Space(stem_stride=2, strides=(2, 2, 2, 1, 2), **_MBV3),
     "mbv3-cifar": Space(stem_stride=1, strides=(1, 2, 2, 1, 2), **_MBV3),
@@ -45,7 +47,8 @@ SPACES = {
     "proxyless": Space(stem_width=32, stem_stride=2, stem_act="relu6", first_block_width=16,
                        first_block_act="relu6", widths=(24, 40, 80, 96, 192, 320), strides=(2, 2, 2, 1, 2, 1),
                        acts=("relu6",) * 6, se=(False,) * 6, elastic_depth_stages=5, final_expand=None,
-                       feature_mix=1280, feature_mix_after_pool=False, head_act="relu6"),
+                       feature_mix=1280, feature_mix_after_pool=False, head_act="relu6", first_block_skip=False,
+                       bn_eps=1e-3),
 }
 
 
@@ -84,16 +87,19 @@ class Supernet(nn.Module):
         self.stem = ConvBNAct(in_channels, width(sp.stem_width), 3, sp.stem_stride, sp.stem_act)
         c = width(sp.stem_width)
         fb_out = width(sp.first_block_width)
-        self.first_block = ElasticMBConv(c, fb_out, 1, sp.first_block_act, False, (3,), (1,), residual=c == fb_out)
+        self.first_block = ElasticMBConv(c, fb_out, 1, sp.first_block_act, False, (3,), (1,),
+                                         residual=sp.first_block_skip and c == fb_out)
         c = fb_out
         blocks, self.stage_blocks = [], []
         for s, (w, stride, act, se) in enumerate(zip(sp.widths, sp.strides, sp.acts, sp.se)):
             n = self.depths[-1] if s < sp.elastic_depth_stages else 1
             self.stage_blocks.append(tuple(range(len(blocks), len(blocks) + n)))
             for i in range(n):
-                out = width(w)
-                blocks.append(ElasticMBConv(c, out, stride if i == 0 else 1, act, se, self.kernel_sizes,
-                                            self.expand_ratios, residual=i > 0))
+                out, block_stride = width(w), stride if i == 0 else 1
+                # OFA's rule: an identity skip wherever shapes allow (also a stage's first block when a small
+                # width_mult rounds two stage widths to the same value)
+                blocks.append(ElasticMBConv(c, out, block_stride, act, se, self.kernel_sizes, self.expand_ratios,
+                                            residual=block_stride == 1 and c == out))
                 c = out
         self.blocks = nn.ModuleList(blocks)
         if sp.final_expand is not None:
@@ -103,6 +109,9 @@ class Supernet(nn.Module):
             self.final_expand = None
         self.feature_mix = ConvBNAct(c, width(sp.feature_mix), 1, 1, sp.head_act, bn=not sp.feature_mix_after_pool)
         self.classifier = nn.Linear(width(sp.feature_mix), num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = sp.bn_eps
         he_fout_init(self, zero_init_residual)
 
     # ---- backend ------------------------------------------------------------------------------------------

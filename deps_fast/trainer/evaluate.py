@@ -1,0 +1,58 @@
+"""Subnet evaluation (METHOD §5): extract, recalibrate BN on fixed training batches, top-1 on the test set.
+
+Each subnet is extracted into its own standalone copy, so recalibrating it never disturbs the running
+statistics the supernet is training with.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+
+from deps_fast.models import SubnetConfig, recalibrate_bn
+
+# METHOD §5: the six uniform k7 subnets (d, e), plus min and max.
+UNIFORM_K7 = ((2, 3), (3, 3), (4, 3), (4, 4), (3, 6), (4, 6))
+
+
+def final_subnets(model) -> list[tuple[str, SubnetConfig]]:
+    """min, the six uniform k7 subnets the space allows, and max, each once, named like "D2-E3-K7 (min)",
+    "D3-E3-K7", ..., "D4-E6-K7 (max)"."""
+    chosen = {model.min_config(): f"{model.min_config()} (min)"}
+    if 7 in model.kernel_sizes:
+        for d, e in UNIFORM_K7:
+            if d in model.depths and e in model.expand_ratios:
+                chosen.setdefault(model.uniform_config(d, e, 7), f"D{d}-E{e}-K7")
+    chosen.pop(model.max_config(), None)
+    chosen[model.max_config()] = f"{model.max_config()} (max)"
+    return [(name, config) for config, name in chosen.items()]
+
+
+@torch.no_grad()
+def top1(net: torch.nn.Module, batches: Iterable[tuple], device: torch.device,
+         amp_dtype: Optional[torch.dtype] = None, resize: Optional[int] = None) -> float:
+    correct = total = 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = resize_batch(x, resize)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            pred = net(x).argmax(1)
+        correct += (pred == y).sum()
+        total += y.numel()
+    return 100.0 * float(correct) / max(total, 1)
+
+
+def resize_batch(x: torch.Tensor, size: Optional[int]) -> torch.Tensor:
+    if size is None or (x.shape[-2] == size and x.shape[-1] == size):
+        return x
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=size < x.shape[-1])
+
+
+def evaluate_subnet(model, config: SubnetConfig, calibration: list, test_batches: Iterable[tuple],
+                    device: torch.device, amp_dtype=None, resize: Optional[int] = None) -> float:
+    static = model.extract(config)
+    if device.type == "cuda":
+        static = static.to(memory_format=torch.channels_last)
+    recalibrate_bn(static, None, [resize_batch(x, resize) for x in calibration])
+    return top1(static.eval(), test_batches, device, amp_dtype, resize)

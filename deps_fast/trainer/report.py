@@ -1,0 +1,401 @@
+"""Run reports: the numbers of one training run as report.json, report.md and pareto.png, and the comparison of
+several runs (the paper's Table 1 and the accuracy/MFLOPs Pareto plot).
+
+A report is a plain dict built by the trainer (layout in `validate_report`). Everything here is pure Python and
+matplotlib, without torch, so reports can be read, compared and plotted on any machine, e.g. after copying the
+report.json files of runs on different GPUs into one place.
+
+Files are written atomically (temporary file in the same directory, fsync, os.replace), so an interrupted run never
+leaves a half-written report.json that a later `--compare FILE` would choke on.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+ReportSource = Union[PathLike, dict]
+
+REPORT_VERSION = 1
+TABLE1_HEADER = ("schedule", "smallest top-1", "largest top-1", "mean top-1", "epochs", "device-min/epoch",
+                 "device-hours")
+
+# (key, allowed types, required). bool is rejected wherever a number is expected, see _check_value.
+_NUMBER = (int, float)
+_RUN_FIELDS = (("name", str, True), ("schedule", str, True), ("space", str, True), ("data", str, True),
+               ("device", str, True), ("world_size", int, True), ("epochs", _NUMBER, True),
+               ("batch_size", int, False), ("resolution", int, False), ("deps_fast", str, False),
+               ("torch", str, False), ("command", str, False), ("started", str, False), ("finished", str, False))
+_SUBNET_FIELDS = (("name", str, True), ("mflops", _NUMBER, True), ("params_m", _NUMBER, True),
+                  ("top1", _NUMBER, True), ("config", dict, False))
+_PHASE_FIELDS = (("name", str, True), ("epochs", _NUMBER, True), ("steps", int, True), ("wall_s", _NUMBER, True),
+                 ("device_hours", _NUMBER, True), ("images_per_s", _NUMBER, True))
+_TOTAL_FIELDS = (("epochs", _NUMBER, True), ("steps", int, True), ("wall_s", _NUMBER, True),
+                 ("device_hours", _NUMBER, True), ("device_min_per_epoch", _NUMBER, True),
+                 ("images_per_s", _NUMBER, True))
+
+# Size of pareto.png in inches; at PNG_DPI it is 840 x 540 pixels (no bbox "tight", so the size is predictable).
+FIGURE_SIZE = (7.0, 4.5)
+PNG_DPI = 120
+
+
+# ------------------------------------------------------------------------------------------------- validation
+
+def validate_report(report) -> dict:
+    """Check that `report` has every required key with the right type; return it unchanged.
+
+    Layout: {"version": 1, "run": {...}, "subnets": [{...}, ...] (at least one), "phases": [{...}, ...],
+    "total": {...}} with the fields listed in _RUN_FIELDS, _SUBNET_FIELDS, _PHASE_FIELDS and _TOTAL_FIELDS.
+    A ValueError names the offending key path, e.g. "report['subnets'][2]['top1']"."""
+    _check_value("report", report, dict)
+    version = _require(report, "version", "report", int)
+    if version != REPORT_VERSION:
+        raise ValueError(f"report['version'] is {version!r}; only version {REPORT_VERSION} is supported")
+    _check_fields(_require(report, "run", "report", dict), "report['run']", _RUN_FIELDS)
+    subnets = _require(report, "subnets", "report", list)
+    if not subnets:
+        raise ValueError("report['subnets'] is empty; a report needs at least one evaluated subnet")
+    _check_records(subnets, "report['subnets']", _SUBNET_FIELDS)
+    _check_unique_names(subnets, "report['subnets']")
+    _check_records(_require(report, "phases", "report", list), "report['phases']", _PHASE_FIELDS)
+    _check_fields(_require(report, "total", "report", dict), "report['total']", _TOTAL_FIELDS)
+    return report
+
+
+def _require(mapping: dict, key: str, where: str, types):
+    if key not in mapping:
+        raise ValueError(f"{where}[{key!r}] is missing")
+    return _check_value(f"{where}[{key!r}]", mapping[key], types)
+
+
+def _check_value(where: str, value, types):
+    """Type check; numbers must also be finite, because NaN/inf cannot be written as strict JSON."""
+    allowed = types if isinstance(types, tuple) else (types,)
+    is_bool_as_number = isinstance(value, bool) and bool not in allowed
+    if is_bool_as_number or not isinstance(value, allowed):
+        names = " or ".join(t.__name__ for t in allowed)
+        raise ValueError(f"{where} must be {names}, got {type(value).__name__} {value!r:.60}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    return value
+
+
+def _check_fields(mapping: dict, where: str, fields):
+    for key, types, required in fields:
+        if required:
+            _require(mapping, key, where, types)
+        elif key in mapping:
+            _check_value(f"{where}[{key!r}]", mapping[key], types)
+
+
+def _check_records(records: list, where: str, fields):
+    for index, record in enumerate(records):
+        _check_value(f"{where}[{index}]", record, dict)
+        _check_fields(record, f"{where}[{index}]", fields)
+
+
+def _check_unique_names(records: list, where: str):
+    # subnet names are the rows of the side-by-side comparison, so two rows with one name would be ambiguous
+    seen = {}
+    for index, record in enumerate(records):
+        if record["name"] in seen:
+            raise ValueError(f"{where}[{index}]['name'] {record['name']!r} repeats {where}[{seen[record['name']]}]"
+                             f"; subnet names must be unique")
+        seen[record["name"]] = index
+
+
+# ---------------------------------------------------------------------------------------------- load / write
+
+def load_report(path: PathLike) -> dict:
+    """Read and validate a report.json; a missing, unreadable or invalid file raises ValueError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"report file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"report file {str(path)!r} cannot be read: {error}") from None
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"report file {str(path)!r} is not valid JSON: {error}") from None
+    try:
+        return validate_report(report)
+    except ValueError as error:
+        raise ValueError(f"report file {str(path)!r}: {error}") from None
+
+
+def write_report(out_dir: PathLike, report: dict, compare: Iterable[ReportSource] = ()) -> dict:
+    """Write report.json, report.md and pareto.png (this run and every report in `compare`, paths or dicts) into
+    `out_dir`, created if needed. Returns {"json": Path, "markdown": Path, "pareto": Path}."""
+    validate_report(report)
+    others = _load_all(compare, "compare")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "pareto": out_dir / "pareto.png"}
+    _atomic_write(paths["json"], _to_json(report).encode("utf-8"))
+    _atomic_write(paths["markdown"], render_markdown(report, others).encode("utf-8"))
+    plot_pareto([report, *others], paths["pareto"])
+    return paths
+
+
+def _to_json(report: dict) -> str:
+    # allow_nan=False: validation already refused NaN, so this is a second guard that output stays strict JSON
+    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _load_all(sources, argument: str) -> list:
+    """Reports from a list of paths and/or dicts. A single path or dict is accepted too, because iterating a
+    path string would otherwise silently treat each character as a file name."""
+    if isinstance(sources, (str, os.PathLike, dict)):
+        sources = [sources]
+    try:
+        sources = list(sources)
+    except TypeError:
+        raise ValueError(f"{argument} must be a list of report paths or dicts, got "
+                         f"{type(sources).__name__}") from None
+    return [_load_one(source, f"{argument}[{index}]") for index, source in enumerate(sources)]
+
+
+def _load_one(source, where: str) -> dict:
+    if isinstance(source, dict):
+        try:
+            return validate_report(source)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+    if isinstance(source, (str, os.PathLike)):
+        return load_report(source)
+    raise ValueError(f"{where} must be a report dict or a path to report.json, got {type(source).__name__}")
+
+
+def _atomic_write(final: Path, data: bytes):
+    handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}-", suffix=".tmp", dir=final.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())  # the bytes are on disk before the name points at them
+        os.replace(temp_name, final)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------- numbers
+
+def summary_row(report: dict) -> dict:
+    """The paper's Table 1 row of one run. "smallest"/"largest" are the subnets with the fewest/most MFLOPs
+    (ties keep the report's order), the mean is over every evaluated subnet."""
+    validate_report(report)
+    by_flops = _sorted_subnets(report)
+    top1s = [subnet["top1"] for subnet in by_flops]
+    return {"name": report["run"]["name"], "schedule": report["run"]["schedule"],
+            "smallest_top1": by_flops[0]["top1"], "largest_top1": by_flops[-1]["top1"],
+            "mean_top1": sum(top1s) / len(top1s), "epochs": report["total"]["epochs"],
+            "device_min_per_epoch": report["total"]["device_min_per_epoch"],
+            "device_hours": report["total"]["device_hours"]}
+
+
+def _sorted_subnets(report: dict) -> list:
+    return sorted(report["subnets"], key=lambda subnet: subnet["mflops"])  # stable: ties keep report order
+
+
+def run_labels(reports: list) -> list:
+    """One label per report: its schedule, plus the run name where schedules repeat, plus "#k" where even the
+    names repeat, so every line of a plot and every column of a table can be told apart."""
+    schedules = [report["run"]["schedule"] for report in reports]
+    labels = [schedule if schedules.count(schedule) == 1 else f"{schedule} ({report['run']['name']})"
+              for schedule, report in zip(schedules, reports)]
+    return [label if labels.count(label) == 1 else f"{label} #{labels[:index].count(label) + 1}"
+            for index, label in enumerate(labels)]
+
+
+def format_top1(value) -> str:
+    return f"{value:.2f}"
+
+
+def format_mflops(value) -> str:
+    return f"{value:.1f}"
+
+
+def format_significant(value, digits: int = 3) -> str:
+    """`digits` significant digits without scientific notation (0.0833, 1.25, 12.5, 1234)."""
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def format_epochs(value) -> str:
+    return f"{value:g}"
+
+
+def format_duration(seconds) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_rate(value) -> str:
+    return f"{value:,.1f}"
+
+
+# --------------------------------------------------------------------------------------------------- markdown
+
+def render_markdown(report: dict, compare: Iterable[ReportSource] = ()) -> str:
+    """report.md: title, run description, Table 1 (this run and every `compare` report), subnets, phases."""
+    validate_report(report)
+    others = _load_all(compare, "compare")
+    run = report["run"]
+    lines = [f"# {run['name']}", "", _describe_run(run), ""]
+    if run.get("command"):
+        lines += [f"Command: {_inline_code(run['command'])}", ""]
+    lines += ["## Table 1", "", *_table1_lines([report, *others]), ""]
+    lines += ["## Subnets", "", *_subnet_lines(report), ""]
+    lines += ["## Phases", "", *_phase_lines(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _describe_run(run: dict) -> str:
+    parts = [f"Device: {run['device']}", f"world size {run['world_size']}", f"data {run['data']}",
+             f"space {run['space']}", f"schedule {run['schedule']}", f"torch {run.get('torch', 'n/a')}",
+             f"deps_fast {run.get('deps_fast', 'n/a')}"]
+    if "batch_size" in run:
+        parts.append(f"batch {run['batch_size']}")
+    if "resolution" in run:
+        parts.append(f"resolution {run['resolution']}")
+    return " · ".join(parts)
+
+
+def _inline_code(text: str) -> str:
+    # a fence one backtick longer than any run inside keeps commands with backticks intact
+    longest, current = 0, 0
+    for char in text:
+        current = current + 1 if char == "`" else 0
+        longest = max(longest, current)
+    fence = "`" * (longest + 1)
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
+
+
+def _table(header, rows) -> list:
+    cells = [[_cell(value) for value in row] for row in rows]
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(row) + " |" for row in cells)]
+
+
+def _cell(value) -> str:
+    # a "|" inside a cell would split it into two columns
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table1_lines(reports: list) -> list:
+    rows = []
+    for label, report in zip(run_labels(reports), reports):
+        row = summary_row(report)
+        rows.append([label, format_top1(row["smallest_top1"]), format_top1(row["largest_top1"]),
+                     format_top1(row["mean_top1"]), format_epochs(row["epochs"]),
+                     format_significant(row["device_min_per_epoch"]), format_significant(row["device_hours"])])
+    return _table(TABLE1_HEADER, rows)
+
+
+def _subnet_lines(report: dict) -> list:
+    rows = [[subnet["name"], format_mflops(subnet["mflops"]), f"{subnet['params_m']:.2f}",
+             format_top1(subnet["top1"])] for subnet in _sorted_subnets(report)]
+    return _table(("subnet", "MFLOPs", "params (M)", "top-1 %"), rows)
+
+
+def _phase_lines(report: dict) -> list:
+    rows = [_phase_row(phase["name"], phase) for phase in report["phases"]]
+    rows.append(_phase_row("**total**", report["total"]))
+    return _table(("phase", "epochs", "steps", "wall time", "device-hours", "images/s"), rows)
+
+
+def _phase_row(name: str, numbers: dict) -> list:
+    return [name, format_epochs(numbers["epochs"]), str(numbers["steps"]), format_duration(numbers["wall_s"]),
+            format_significant(numbers["device_hours"]), format_rate(numbers["images_per_s"])]
+
+
+# ------------------------------------------------------------------------------------------------------- plot
+
+def plot_pareto(reports, path: PathLike, title: Optional[str] = None) -> Path:
+    """Save top-1 (y) against MFLOPs (x) as a PNG, one line with markers per report (paths or dicts).
+    Returns the path written (its parent directory is created if needed)."""
+    reports = _load_all(reports, "reports")
+    if not reports:
+        raise ValueError("reports is empty; plot_pareto needs at least one report")
+    # Figure + the Agg canvas directly, never pyplot: no display is needed, no global backend is switched, and
+    # nothing stays open in pyplot's figure registry after a long run of many plots.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=FIGURE_SIZE, dpi=PNG_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for label, report in zip(run_labels(reports), reports):
+        subnets = _sorted_subnets(report)
+        axes.plot([s["mflops"] for s in subnets], [s["top1"] for s in subnets], marker="o", label=label)
+    axes.set_xlabel("MFLOPs")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title(title if title is not None else _default_title(reports))
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=PNG_DPI)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, buffer.getvalue())
+    return path
+
+
+def _default_title(reports: list) -> str:
+    pairs = sorted({f"{report['run']['space']} on {report['run']['data']}" for report in reports})
+    return "top-1 vs MFLOPs: " + ", ".join(pairs)
+
+
+# ---------------------------------------------------------------------------------------------------- combine
+
+def combine(paths_or_reports, out_dir: PathLike) -> dict:
+    """The GPU-hour benchmark's summary of several runs: comparison.md (Table 1, the runs, the subnets' top-1
+    side by side) and pareto.png overlaying all runs, in `out_dir`. Returns {"markdown": Path, "pareto": Path}."""
+    reports = _load_all(paths_or_reports, "paths_or_reports")
+    if not reports:
+        raise ValueError("paths_or_reports is empty; combine needs at least one report")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / "comparison.md", "pareto": out_dir / "pareto.png"}
+    _atomic_write(paths["markdown"], render_comparison(reports).encode("utf-8"))
+    plot_pareto(reports, paths["pareto"])
+    return paths
+
+
+def render_comparison(reports: list) -> str:
+    labels = run_labels(reports)
+    lines = ["# Comparison", "", "## Table 1", "", *_table1_lines(reports), "", "## Runs", ""]
+    lines += [f"- **{label}** ({report['run']['name']}): {_describe_run(report['run'])}"
+              + (f"; command {_inline_code(report['run']['command'])}" if report["run"].get("command") else "")
+              for label, report in zip(labels, reports)]
+    lines += ["", "## Subnet top-1 (%)", "", *_side_by_side_lines(reports, labels)]
+    return "\n".join(lines) + "\n"
+
+
+def _side_by_side_lines(reports: list, labels: list) -> list:
+    """Subnet names as rows (by MFLOPs), one column per run; "–" where a run did not evaluate that subnet."""
+    mflops = {}
+    for report in reports:
+        for subnet in report["subnets"]:
+            mflops.setdefault(subnet["name"], subnet["mflops"])  # same space, same subnet: same MFLOPs
+    names = sorted(mflops, key=lambda name: mflops[name])
+    top1 = [{subnet["name"]: subnet["top1"] for subnet in report["subnets"]} for report in reports]
+    rows = [[name, format_mflops(mflops[name]),
+             *(format_top1(run[name]) if name in run else "–" for run in top1)] for name in names]
+    return _table(("subnet", "MFLOPs", *labels), rows)

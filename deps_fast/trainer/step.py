@@ -1,0 +1,116 @@
+"""One optimizer step of any schedule, driven by the schedule's StepPlan.
+
+The step's gradient is ∇L_max + β·Σ_subnets ∇L_sub (METHOD §3): the max net with label-smoothed CE and
+dropout when the phase trains it, then each sampled subnet with its loss scaled by β; one optimizer step.
+All losses go through the fused distillation loss.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from deps_fast.ops import distillation_loss
+from deps_fast.schedules import StepPlan, subnet_generator
+
+
+@dataclass
+class StepResult:
+    losses: dict            # name -> mean loss over micro-batches (float); names: max, min, rand0, rand1, ...
+    finite: bool
+    stop: bool              # some rank asked to stop (signal)
+
+
+def step_subnets(model, plan: StepPlan, seed: int):
+    """The subnets of this step besides the max net, identical on every rank: (name, config)."""
+    phase = plan.phase
+    chosen = [("min", model.min_config())] if phase.include_min else []
+    restrict = dict(kernel_sizes=phase.kernel_sizes, depths=phase.depths, expand_ratios=phase.expand_ratios)
+    for i in range(phase.n_random):
+        chosen.append((f"rand{i}", model.sample_config(subnet_generator(seed, plan.step, i), **restrict)))
+    return chosen
+
+
+def autocast_context(device: torch.device, amp_dtype: Optional[torch.dtype]):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple], *, seed: int,
+               label_smoothing: float, amp_dtype: Optional[torch.dtype] = None, scaler=None, teacher=None,
+               sync: Optional[Callable[[list], list]] = None, stop_requested: bool = False) -> StepResult:
+    """Run the plan's nets on each micro-batch, accumulate gradients, sync ranks, step the optimizer.
+
+    `teacher` is the frozen full model for phases with teacher == "frozen" (OFA). `sync(flags)` averages
+    gradients over ranks and returns the summed flags. A non-finite loss on any rank skips the update.
+    """
+    phase = plan.phase
+    device = micro_batches[0][0].device
+    set_lr(optimizer, plan.lr)
+    optimizer.zero_grad(set_to_none=True)
+    subnets = step_subnets(model, plan, seed)
+    scale = 1.0 / len(micro_batches)
+    totals: dict[str, torch.Tensor] = {}
+
+    def backward(name, loss, weight):
+        totals[name] = totals.get(name, 0.0) + loss.detach() * scale
+        loss = loss * (weight * scale)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    for x, y in micro_batches:
+        teacher_logits = None
+        if phase.train_max:
+            with autocast_context(device, amp_dtype):
+                logits = model(x, model.max_config(), dropout=True)
+            backward("max", distillation_loss(logits, None, y, soft_weight=0.0, hard_weight=1.0,
+                                              label_smoothing=label_smoothing), 1.0)
+            if phase.teacher == "inplace":
+                teacher_logits = logits.detach()
+        if phase.teacher == "frozen" and subnets:
+            with torch.no_grad(), autocast_context(device, amp_dtype):
+                teacher_logits = teacher(x, teacher.max_config(), dropout=False)
+        for name, config in subnets:
+            with autocast_context(device, amp_dtype):
+                # DεpS / BigNAS subnets run without dropout; OFA keeps it for every sampled subnet
+                logits = model(x, config, dropout=not phase.train_max)
+            hard = phase.subnet_label_loss
+            loss = distillation_loss(logits, teacher_logits if teacher_logits is None else
+                                     teacher_logits.to(logits.dtype), y if hard else None,
+                                     soft_weight=1.0 if teacher_logits is not None else 0.0,
+                                     hard_weight=1.0 if hard else 0.0,
+                                     label_smoothing=label_smoothing if hard else 0.0)
+            backward(name, loss, plan.beta if phase.beta_ramp else 1.0)
+
+    values = torch.stack([v.float() for v in totals.values()]).tolist()  # one device sync per step
+    finite = all(v == v and abs(v) != float("inf") for v in values)
+    flags = [0.0 if finite else 1.0, 1.0 if stop_requested else 0.0]
+    if sync is not None:
+        flags = sync(flags)
+    finite = flags[0] == 0.0
+    if finite:
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.update(scaler.get_scale() / 2)
+    return StepResult(dict(zip(totals, values)), finite, flags[1] > 0)
+
+
+def parameter_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on conv and linear weights only (not BN, biases or kernel-transform matrices)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() > 1 and "transforms" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
