@@ -18,5 +18,8 @@ log="$results/gpu-run.log"
   echo "pytest exit: $?"
   PYTHONUNBUFFERED=1 python3 bench/bench_distill.py --compile
   PYTHONUNBUFFERED=1 python3 bench/bench_depthwise.py
+  PYTHONUNBUFFERED=1 python3 bench/bench_step.py
+  PYTHONUNBUFFERED=1 python3 bench/bench_gpu_hours.py --budget-scale ${GPU_HOURS_SCALE:-0.02} \
+    ${GPU_HOURS_DATA:+--data $GPU_HOURS_DATA} -- --width-mult 1.0 --batch-size 256 --lr 0.2
 } 2>&1 | tee "$log"
-if [ -n "${OUT:-}" ]; then cp "$results"/*.json "$results"/*.csv "$results"/gpu-* "$OUT"/ 2>/dev/null; fi
+if [ -n "${OUT:-}" ]; then cp -r "$results"/*.json "$results"/*.csv "$results"/gpu-* "$OUT"/ 2>/dev/null; fi

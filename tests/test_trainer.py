@@ -195,6 +195,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_same_global_batch(tmp_path):
     (["--config", "/nonexistent/run.yaml"], "no such file"),
     (["--data", "/nonexistent/cifar"], "does not exist"),
     (["--backend", "cuda", "--device", "cpu"], "cuda"),
+    (["--compare", "/nonexistent/report.json"], "/nonexistent/report.json"),
 ])
 def test_bad_command_lines_say_what_is_wrong(argv, message, capsys, tmp_path):
     try:
@@ -211,6 +212,10 @@ def test_options_precedence_preset_then_file_then_flags(tmp_path):
     o = parse_options(["--preset", "cifar10", "--config", str(cfg), "--batch-size", "16"])
     assert (o.space, o.data, o.lr, o.batch_size, o.schedule) == ("mbv3-cifar", "cifar10", 0.05, 16, "ofa")
     assert o.resolved_kernel_sizes() == (3, 5, 7) and parse_options([]).resolved_kernel_sizes() == (7,)
+    later = parse_options(["--preset", "cifar10", "--epochs", "10"])  # flags' epochs replace the preset's budget
+    assert (later.epochs, later.budget_scale) == (10.0, None)
+    with pytest.raises(ValueError, match="--preset imagenet needs --data"):
+        parse_options(["--preset", "imagenet"])
     bad = tmp_path / "bad.json"
     bad.write_text('{"learning_rate": 1}')
     with pytest.raises(ValueError, match="unknown option 'learning_rate'"):

@@ -56,18 +56,20 @@ def pick_device(request: str, local_rank: int) -> torch.device:
 
 def sync_step(params: Iterable[torch.nn.Parameter], world: World, flags: list[float]) -> list[float]:
     """Average the gradients over ranks (one all-reduce) and return the flags summed over ranks.
-    A parameter no subnet used has no gradient; it counts as zero so every rank sends the same layout."""
+    Every rank ran the same subnets, so the parameters without a gradient (blocks a shallow subnet skips,
+    transform matrices at k = 7) are the same everywhere; they stay None, as in a single process, so SGD
+    applies neither momentum nor weight decay to them."""
     if world.size == 1:
         return flags
-    params = [p for p in params if p.requires_grad]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).float() for g in grads] +
-                     [torch.tensor(flags, dtype=torch.float32, device=grads[0].device)])
+    params = [p for p in params if p.grad is not None]
+    device = params[0].grad.device if params else torch.device("cpu")
+    flat = torch.cat([p.grad.reshape(-1).float() for p in params] +
+                     [torch.tensor(flags, dtype=torch.float32, device=device)])
     dist.all_reduce(flat)
     offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = (flat[offset:offset + n] / world.size).view_as(g).to(g.dtype)
+    for p in params:
+        n = p.grad.numel()
+        p.grad = (flat[offset:offset + n] / world.size).view_as(p.grad).to(p.grad.dtype)
         offset += n
     return flat[offset:].tolist()
 

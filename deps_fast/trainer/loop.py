@@ -6,6 +6,7 @@ from the schedule's StepPlan; everything it needs to continue exactly is in the 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import platform
 import signal
@@ -28,12 +29,14 @@ from deps_fast.trainer.distributed import World, barrier, init_world, shutdown, 
 from deps_fast.trainer.evaluate import evaluate_subnet, final_subnets, resize_batch
 from deps_fast.trainer.options import Options
 from deps_fast.trainer.progress import Progress
-from deps_fast.trainer.report import write_report
+from deps_fast.trainer.report import load_report, write_report
 from deps_fast.trainer.step import parameter_groups, train_step
 
 # Options that must not change across --resume (the checkpoint would not mean the same thing).
 _RESUME_FIXED = ("schedule", "space", "data", "width_mult", "kernel_sizes", "expand_ratios", "depths",
-                 "batch_size", "epochs", "budget_scale", "fm_fraction", "eps_epochs", "n_random", "seed", "lr")
+                 "resolution", "batch_size", "accum_steps", "epochs", "budget_scale", "fm_fraction", "eps_epochs",
+                 "n_random", "warmup_epochs", "seed", "lr", "lr_floor", "momentum", "weight_decay",
+                 "label_smoothing", "dropout", "amp")
 
 
 class StopRequested:
@@ -114,6 +117,11 @@ class Trainer:
                                                 steps_per_epoch=self.steps_per_epoch, lr=o.lr,
                                                 **self._schedule_kwargs())
         self.step, self.teacher, self.bad_steps, self.saved_step = 0, None, 0, None
+        self.compare = [load_report(path) for path in o.compare]  # a bad --compare fails now, not after training
+        per_rank = o.batch_size // self.world.size
+        if per_rank % o.accum_steps:
+            raise ValueError(f"batch_size={o.batch_size} gives {per_rank} images per rank, not a multiple of "
+                             f"accum_steps={o.accum_steps}")
         self.phase_wall: dict[str, float] = {}
         self.evals: list[dict] = []
         self.calibration = calibration_batches(self.data, n_images=o.calib_images, batch_size=o.calib_batch,
@@ -176,6 +184,9 @@ class Trainer:
         if changed:
             raise ValueError(f"--resume: {path} was written with different {changed}: "
                              + ", ".join(f"{k}={saved.get(k)!r} (now {self.o.to_dict()[k]!r})" for k in changed))
+        if json.dumps(state["schedule"], sort_keys=True) != json.dumps(self.schedule.to_dict(), sort_keys=True):
+            raise ValueError(f"--resume: {path} was written for a different schedule (steps per epoch, phases or "
+                             f"LR curve differ); start a new --out or restore the original options")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["teacher"] is not None:
@@ -201,9 +212,30 @@ class Trainer:
             print(f"[deps_fast] {message}", file=sys.stderr, flush=True)
 
     def metric(self, record: dict) -> None:
-        if self.world.is_main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.world.is_main:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            if record["type"] == "step":
+                scalars = {"lr": record["lr"], "beta": record["beta"], "images_per_s": record["images_per_s"],
+                           **{f"loss/{k}": v for k, v in record["losses"].items()}}
+            else:
+                scalars = {f"top1/{k}": v for k, v in record["top1"].items()}
+            for name, value in scalars.items():
+                writer.add_scalar(name, value, record["step"])
+
+    def _tensorboard(self):
+        """TensorBoard event files in --out when tensorboard is installed (optional; metrics.jsonl always)."""
+        if not hasattr(self, "_tb"):
+            self._tb = None
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:
+                pass
+        return self._tb
 
     # ---- the loop ------------------------------------------------------------------------------------------
     def batch(self, step: int):
@@ -211,7 +243,8 @@ class Trainer:
         if self.folder:
             if index == 0 or not hasattr(self, "_folder_iter"):
                 loader = self.data.train_loader(self.o.batch_size, self.world.rank, self.world.size, self.o.seed, epoch)
-                self._folder_iter = iter(loader)
+                # a resumed run skips the batches this epoch already trained on (same sampler order)
+                self._folder_iter = itertools.islice(iter(loader), index, None)
             x, y = next(self._folder_iter)
             x = x.to(self.device, non_blocking=True)
             if self.channels_last:
@@ -231,36 +264,40 @@ class Trainer:
 
     def run(self) -> Optional[dict]:
         o = self.o
+        if o.resume:
+            self.resume()  # refuses a checkpoint of other options before anything is written
         if self.world.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(
                 {"options": o.to_dict(), "schedule": self.schedule.to_dict(), "device": _device_name(self.device),
                  "world_size": self.world.size, "deps_fast": deps_fast.__version__, "torch": torch.__version__},
                 indent=2))
-        if o.resume:
-            self.resume()
         total = self.schedule.total_steps()
         self.log(f"{o.schedule} on {o.space} (width {o.width_mult}), data {o.data}: {total} steps "
                  f"({self.schedule.total_epochs():g} epochs of {self.steps_per_epoch}), device "
                  f"{_device_name(self.device)} x {self.world.size}, out {self.out}")
         progress = Progress(total, self.step, enabled=self.world.is_main, every=o.log_every)
-        with StopRequested() as stop:
-            while self.step < total:
-                if not self._one_step(stop, progress):
-                    progress.close()
-                    return None
-        progress.close()
-        if self.saved_step != self.step:
-            self.save()  # the trained weights, before evaluation
-        return self.finish()
+        try:
+            with StopRequested() as stop:
+                while self.step < total:
+                    if not self._one_step(stop, progress):
+                        return None
+            progress.close()
+            if self.saved_step != self.step:
+                self.save()  # the trained weights, before evaluation
+            return self.finish()
+        finally:
+            progress.close()
+            if getattr(self, "_tb", None) is not None:
+                self._tb.close()
 
     def _one_step(self, stop: StopRequested, progress: Progress) -> bool:
         o, plan = self.o, self.schedule.plan(self.step)
+        started = time.perf_counter()  # device-hours include data, augmentation and the channel sort
         if plan.phase_start:
             self.on_phase_start(plan)
         x, y = self.batch(self.step)
         micro = list(zip(x.chunk(o.accum_steps), y.chunk(o.accum_steps)))
-        started = time.perf_counter()
         result = train_step(self.model, self.optimizer, plan, micro, seed=o.seed, label_smoothing=o.label_smoothing,
                             amp_dtype=self.amp_dtype, scaler=self.scaler, teacher=self.teacher,
                             sync=lambda flags: sync_step(self.model.parameters(), self.world, flags),
@@ -329,7 +366,7 @@ class Trainer:
                             "params_m": self.model.params(config) / 1e6})
             self.log(f"{name:>14}: top-1 {top1:6.2f}%  {subnets[-1]['mflops']:7.1f} MFLOPs")
         report = self._report(subnets, time.perf_counter() - started)
-        paths = write_report(self.out, report, compare=self.o.compare)
+        paths = write_report(self.out, report, compare=self.compare)
         self.log(f"report: {paths['markdown']}  (also {paths['json'].name}, {paths['pareto'].name})")
         shutdown(self.world)
         return report

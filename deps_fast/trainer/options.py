@@ -190,6 +190,11 @@ def _apply(options: Options, values: dict, origin: str) -> None:
         if isinstance(value, list):
             value = tuple(value)
         setattr(options, key, value)
+    # epochs and budget_scale are two ways to say one thing: a later layer's choice replaces an earlier one's
+    if values.get("epochs") is not None and values.get("budget_scale") is None:
+        options.budget_scale = None
+    if values.get("budget_scale") is not None and values.get("epochs") is None:
+        options.epochs = None
 
 
 def validate(o: Options) -> Options:
@@ -227,4 +232,6 @@ def parse_options(argv: Optional[list] = None) -> Options:
     _apply(options, args, "command line")
     if options.epochs is None and options.budget_scale is None:
         options.epochs = DEMO_EPOCHS
+    if preset == "imagenet" and options.data == Options.data:
+        raise ValueError("--preset imagenet needs --data: an ImageFolder root with train/ and val/")
     return validate(options)
