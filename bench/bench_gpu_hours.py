@@ -35,8 +35,9 @@ def run_all(budget_scale: float, data: str, device: str, out: Path, extra: list[
     for schedule in schedules:
         argv = ["--schedule", schedule, "--budget-scale", str(budget_scale), "--data", data, "--device", device,
                 "--out", str(out / schedule)] + extra
-        print(f"== {schedule}: python -m deps_fast.train {' '.join(argv)}", flush=True)
-        reports[schedule] = train(parse_options(argv))
+        command = f"python -m deps_fast.train {' '.join(argv)}"
+        print(f"== {schedule}: {command}", flush=True)
+        reports[schedule] = train(parse_options(argv), command=command)
     return reports
 
 

@@ -90,8 +90,9 @@ def _out_dir(o: Options) -> Path:
 
 
 class Trainer:
-    def __init__(self, o: Options):
+    def __init__(self, o: Options, command: Optional[str] = None):
         self.o = o
+        self.command = command or "python -m deps_fast.train " + " ".join(sys.argv[1:])
         self.world, self.device = init_world(o.device)
         self.backend = _backend.resolve(o.backend, self.device, lambda name: None)  # fails early and clearly
         self.amp_dtype = _amp_dtype(o.amp, self.device)
@@ -388,7 +389,7 @@ class Trainer:
                     "device": _device_name(self.device), "world_size": world.size, "epochs": epochs,
                     "batch_size": o.batch_size, "resolution": self.resolution, "width_mult": o.width_mult,
                     "deps_fast": deps_fast.__version__, "torch": torch.__version__,
-                    "command": "python -m deps_fast.train " + " ".join(sys.argv[1:]),
+                    "command": self.command,
                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "eval_s": eval_s},
             "subnets": subnets,
             "phases": phases,
@@ -400,9 +401,10 @@ class Trainer:
         }
 
 
-def train(options: Options) -> Optional[dict]:
-    """Run one training job; returns the report (rank 0, finished) or None (other ranks, or stopped early)."""
-    trainer = Trainer(options)
+def train(options: Options, command: Optional[str] = None) -> Optional[dict]:
+    """Run one training job; returns the report (rank 0, finished) or None (other ranks, or stopped early).
+    `command` is the command line recorded in the report (default: this process's arguments)."""
+    trainer = Trainer(options, command)
     try:
         return trainer.run()
     finally:
