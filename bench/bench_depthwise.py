@@ -32,8 +32,10 @@ def eager(x, weight, k, stride):
     return F.conv2d(x, weight[:c, :, o:o + k, o:o + k].to(x.dtype), None, stride, k // 2, 1, c)
 
 
-def implementations(device: torch.device) -> dict:
+def implementations(device: torch.device, compile_eager: bool = False) -> dict:
     impls = {"eager": eager}
+    if compile_eager:  # what torch.compile makes of the same slice + conv (one graph per shape)
+        impls["eager+torch.compile"] = torch.compile(eager)
     for name in harness.fast_backends(device):
         impls[f"deps_fast[{name}]"] = (lambda b: lambda x, w, k, s: ops.elastic_depthwise_conv2d(x, w, k, s, backend=b))(name)
     return impls
@@ -80,6 +82,7 @@ def main(argv=None):
                                                            "8 and 32 on CPU")
     p.add_argument("--quick", action="store_true", help="only e=6 of the non-first blocks (5 shapes per space)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the eager version")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = p.parse_args(argv)
 
@@ -89,7 +92,8 @@ def main(argv=None):
     repeats = args.repeats or (20 if gpu else 5)
     env = harness.environment(device)
     env["copy_gbs"] = copy_gbs = harness.copy_bandwidth_gbs(device)
-    impls = implementations(device)
+    impls = implementations(device, args.compile)
+    env["command"] = "python bench/bench_depthwise.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"{env['device']} | torch {env['torch']} | triton {env['triton']} | {dtype} | copy {copy_gbs:.0f} GB/s")
 
     rows = []

@@ -17,7 +17,8 @@ log="$results/gpu-run.log"
   PYTHONUNBUFFERED=1 python3 -m pytest -q -p no:cacheprovider tests -rfEs --junitxml="$results/gpu-tests.xml"
   echo "pytest exit: $?"
   PYTHONUNBUFFERED=1 python3 bench/bench_distill.py --compile
-  PYTHONUNBUFFERED=1 python3 bench/bench_depthwise.py
+  PYTHONUNBUFFERED=1 python3 bench/bench_depthwise.py --compile
+  PYTHONUNBUFFERED=1 python3 bench/bench_depthwise.py --dtype fp32 --quick --out "$results/fp32"
   PYTHONUNBUFFERED=1 python3 bench/bench_step.py
   PYTHONUNBUFFERED=1 python3 bench/bench_gpu_hours.py --budget-scale ${GPU_HOURS_SCALE:-0.02} \
     ${GPU_HOURS_DATA:+--data $GPU_HOURS_DATA} -- --width-mult 1.0 --batch-size 256 --lr 0.2

@@ -227,12 +227,14 @@ def _train_steps(net, opt, batches):
         opt.step()
 
 
-@pytest.mark.parametrize("name", ["mbv3-cifar", "proxyless"])
-def test_reorganize_keeps_function_and_permutes_optimizer_state(name):
+# proxyless downsamples 32x: at 24 px its last BNs would see 4 values a channel and the net is so
+# ill-conditioned that 1e-10 parameter noise moves eval outputs by 1e-2; at 64 px it is well behaved
+@pytest.mark.parametrize("name, res", [("mbv3-cifar", 24), ("proxyless", 64)])
+def test_reorganize_keeps_function_and_permutes_optimizer_state(name, res):
     # float64: a permuted sum order alone moves a float32 net's logits by up to ~1e-2 after a few noisy steps
     net = randomized(name, 10).double()
     gen = torch.Generator().manual_seed(seed())
-    batches = [(torch.randn(4, 3, 24, 24, generator=gen, dtype=torch.float64), torch.randint(10, (4,), generator=gen))
+    batches = [(torch.randn(4, 3, res, res, generator=gen, dtype=torch.float64), torch.randint(10, (4,), generator=gen))
                for _ in range(3)]
     opt = _sgd(net)
     _train_steps(net, opt, batches[:2])  # momentum buffers are non-trivial now
@@ -330,7 +332,9 @@ def test_supernet_backend_matches_torch(backend):
     device = require_backend(backend)
     torch.manual_seed(seed())
     # small enough for the Triton interpreter: width 0.35, 8x8 images, two images
-    net = build_supernet("mbv3-cifar", 10, width_mult=0.35, dropout=0.0).to(device)
+    # eval mode: at 8 px the last BNs would normalise 2 values a channel in training mode, which turns float
+    # rounding differences between backends into 1e-3 output differences
+    net = build_supernet("mbv3-cifar", 10, width_mult=0.35, dropout=0.0).to(device).eval()
     for p in net.parameters():  # transforms off identity, so their gradients are exercised
         if p.shape[0] == p.shape[-1] and p.dim() == 2:
             p.data.add_(0.05 * torch.randn_like(p))
