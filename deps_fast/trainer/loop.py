@@ -125,6 +125,7 @@ class Trainer:
                              f"accum_steps={o.accum_steps}")
         self.phase_wall: dict[str, float] = {}
         self.evals: list[dict] = []
+        self.test_batches = self._test_batches()  # built once: every evaluation reads the same device copy
         self.calibration = calibration_batches(self.data, n_images=o.calib_images, batch_size=o.calib_batch,
                                                seed=o.seed, device=self.device, channels_last=self.channels_last)
 
@@ -350,7 +351,7 @@ class Trainer:
         self.save()
 
     def evaluate(self, config) -> float:
-        return evaluate_subnet(self.model, config, self.calibration, self._test_batches(), self.device,
+        return evaluate_subnet(self.model, config, self.calibration, self.test_batches, self.device,
                                self.amp_dtype, self.resize)
 
     # ---- the end -------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
     set_lr(optimizer, plan.lr)
     optimizer.zero_grad(set_to_none=True)
     subnets = step_subnets(model, plan, seed)
+    max_config = model.max_config()
     scale = 1.0 / len(micro_batches)
     totals: dict[str, torch.Tensor] = {}
 
@@ -69,7 +70,7 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
         teacher_logits = None
         if phase.train_max:
             with autocast_context(device, amp_dtype):
-                logits = model(x, model.max_config(), dropout=True)
+                logits = model(x, max_config, dropout=True)
             backward("max", distillation_loss(logits, None, y, soft_weight=0.0, hard_weight=1.0,
                                               label_smoothing=label_smoothing), 1.0)
             if phase.teacher == "inplace":
@@ -82,8 +83,8 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
                 # DεpS / BigNAS subnets run without dropout; OFA keeps it for every sampled subnet
                 logits = model(x, config, dropout=not phase.train_max)
             hard = phase.subnet_label_loss
-            loss = distillation_loss(logits, teacher_logits if teacher_logits is None else
-                                     teacher_logits.to(logits.dtype), y if hard else None,
+            # teacher and student logits come from the same autocast context, hence share a dtype
+            loss = distillation_loss(logits, teacher_logits, y if hard else None,
                                      soft_weight=1.0 if teacher_logits is not None else 0.0,
                                      hard_weight=1.0 if hard else 0.0,
                                      label_smoothing=label_smoothing if hard else 0.0)
