@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from deps_fast._util import device_name
+
 
 def fast_backends(device: torch.device) -> list[str]:
     """The deps_fast kernel backends (not the torch reference) that run on `device` here."""
@@ -61,21 +63,9 @@ def copy_bandwidth_gbs(device: torch.device, mbytes: int | None = None) -> float
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model} CPU, {torch.get_num_threads()} threads"
-
-
 def environment(device: torch.device) -> dict:
     env = {
-        "device": device_name(device),
+        "device": device_name(device),  # the name the trainer's reports use too
         "device_type": device.type,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

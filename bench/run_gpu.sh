@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (the device tool, or any CUDA box with torch + triton already installed):
-# build the CUDA extension in place, run the whole test suite on the GPU, then both kernel benchmarks.
+# install the package (editable, with the CUDA extension), run the whole test suite on the GPU, then the benchmarks.
 # Results: bench/results/ (and copies under $OUT when the device tool sets it). Usage: bash bench/run_gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,8 @@ log="$results/gpu-run.log"
   python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
   export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
   export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
-  time (DEPS_FAST_BUILD_CUDA=1 MAX_JOBS=${MAX_JOBS:-8} python3 setup.py -q build_ext --inplace) || exit 1
+  # --no-deps: the GPU machine has torch and triton and no network; -e: deps_fast.kernels maps to kernels/
+  time (DEPS_FAST_BUILD_CUDA=1 MAX_JOBS=${MAX_JOBS:-8} python3 -m pip install -q --no-build-isolation --no-deps -e .) || exit 1
   python3 -c "import deps_fast; print(deps_fast.available_backends('cuda'))"
   PYTHONUNBUFFERED=1 python3 -m pytest -q -p no:cacheprovider tests -rfEs --junitxml="$results/gpu-tests.xml"
   echo "pytest exit: $?"

@@ -70,7 +70,7 @@ def distillation_loss(
         soft_weight * T^2 * sum_c -softmax(teacher / T)_c * log_softmax(student / T)_c     (if teacher given)
       + hard_weight * cross_entropy(student, target, label_smoothing)                       (if target given)
 
-    The soft term is AlphaNet's soft cross-entropy (METHOD.md: in-place KD, T = 1). The teacher is a constant.
+    The soft term is AlphaNet's soft cross-entropy (docs/method.md §3: in-place KD, T = 1). The teacher is a constant.
     Computed in float32 (float64 for float64 inputs); returned in float32 or float64.
     """
     compute = torch.float64 if student.dtype == torch.float64 else torch.float32

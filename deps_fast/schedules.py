@@ -2,7 +2,7 @@
 
 A `Schedule` is a tuple of `Phase`s plus `steps_per_epoch`. The trainer asks `Schedule.plan(t)` at every global
 optimizer step t = 0, 1, 2, ... and gets the phase, the LR and DεpS's subnet gradient scale β_t. Three factories
-build the schedules of METHOD.md §3-4 (`deps`, `ofa`, `bignas`); `make_schedule` picks one by name and budget.
+build the schedules of docs/method.md §3-5 (`deps`, `ofa`, `bignas`); `make_schedule` picks one by name and budget.
 
 Step arithmetic (all of it lives here, so the trainer never converts epochs itself):
 
@@ -16,7 +16,7 @@ Step arithmetic (all of it lives here, so the trainer never converts epochs itse
       η(t) = lr · (f + (1 - f) · (1 + cos(π · i / (C - 1))) / 2)      otherwise, i = t - s0 - W
   where f = lr_floor; so the cosine starts at the peak lr and reaches f · lr exactly on the group's last step
   (a one-step cosine part just runs at lr).
-* DεpS's β_t (METHOD §3) uses the integer steps [a, b) of the ramp phase, so the ramp is exactly those steps:
+* DεpS's β_t (docs/method.md §3) uses the integer steps [a, b) of the ramp phase, so the ramp is exactly those steps:
       β_t = 0 for t < a;   β_t = (t - a + 1) / (b - a) · η(b) / η(t) for a <= t < b;   β_t = 1 for t >= b.
   η is the live `lr_at`, and b is the step at E_fm (the first step of full shrinking), so the subnets'
   effective LR β_t · η(t) climbs linearly to η(E_fm). Schedules without a ramp have β_t = 1 throughout.
@@ -24,16 +24,17 @@ Step arithmetic (all of it lives here, so the trainer never converts epochs itse
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
-import numbers
 from dataclasses import dataclass, field, fields
 
 import torch
 
+from deps_fast import _validate
+from deps_fast._util import seeded_generator
+
 PAPER_EPOCHS = {"deps": 270, "ofa": 605, "bignas": 400}
 
-# Cosine floor as a fraction of each curve's peak. METHOD §3 asks for "a small floor"; 1% keeps the last
+# Cosine floor as a fraction of each curve's peak. docs/method.md §3 asks for "a small floor"; 1% keeps the last
 # steps useful (a floor of 0 would make the final step a no-op under our curve, which ends exactly at the
 # floor). Used for all three schedules so they are compared under the same curve shape; OFA's own code
 # decays to ~0, which only changes the last few steps of each phase.
@@ -60,46 +61,9 @@ _OFA_PAPER_PHASES = (
 
 
 # ----------------------------------------------------------------------------------------------- validation
-def _check_number(name: str, value, allowed: str, ok) -> float:
-    # bool is a subclass of int; True as an epoch count is always a mistake
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def _positive(name: str, value) -> float:
-    return _check_number(name, value, "a finite number > 0", lambda v: v > 0)
-
-
-def _non_negative(name: str, value) -> float:
-    return _check_number(name, value, "a finite number >= 0", lambda v: v >= 0)
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def _choices(name: str, value) -> tuple[int, ...] | None:
     """None (all of the supernet's choices) or a sorted tuple of distinct positive ints."""
-    if value is None:
-        return None
-    allowed = "None (all choices) or a non-empty sequence of distinct positive integers"
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    items = tuple(value)
-    ok = all(not isinstance(v, bool) and isinstance(v, numbers.Integral) and v > 0 for v in items)
-    if not items or not ok or len(set(items)) != len(items):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    # sorted, so "the two largest" is always [-2:] and equal restrictions compare equal
-    return tuple(sorted(int(v) for v in items))
+    return None if value is None else _validate.int_choices(name, value, distinct=True)
 
 
 def _epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
@@ -145,14 +109,14 @@ class Phase:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
         normalized = {
-            "epochs": _non_negative("epochs", self.epochs),
-            "lr": _positive("lr", self.lr),
-            "lr_group": _check_int("lr_group", self.lr_group, 0),
-            "warmup_epochs": _non_negative("warmup_epochs", self.warmup_epochs),
-            "n_random": _check_int("n_random", self.n_random, 0),
+            "epochs": _validate.non_negative("epochs", self.epochs),
+            "lr": _validate.positive("lr", self.lr),
+            "lr_group": _validate.integer("lr_group", self.lr_group, minimum=0),
+            "warmup_epochs": _validate.non_negative("warmup_epochs", self.warmup_epochs),
+            "n_random": _validate.integer("n_random", self.n_random, minimum=0),
         }
         for flag in ("train_max", "include_min", "subnet_label_loss", "beta_ramp", "sort_channels"):
-            _check_bool(flag, getattr(self, flag))
+            _validate.boolean(flag, getattr(self, flag))
         for space in ("kernel_sizes", "depths", "expand_ratios"):
             normalized[space] = _choices(space, getattr(self, space))
         # frozen dataclass: normalization (int -> float, list -> sorted tuple) has to bypass __setattr__
@@ -239,8 +203,8 @@ class Schedule:
         phases = tuple(self.phases) if isinstance(self.phases, (list, tuple)) else None
         if not phases or not all(isinstance(p, Phase) for p in phases):
             raise ValueError(f"phases must be a non-empty sequence of Phase, got {self.phases!r}")
-        steps_per_epoch = _check_int("steps_per_epoch", self.steps_per_epoch, 1)
-        lr_floor = _check_number("lr_floor", self.lr_floor, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+        steps_per_epoch = _validate.integer("steps_per_epoch", self.steps_per_epoch, minimum=1)
+        lr_floor = _validate.real("lr_floor", self.lr_floor, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
         _check_phase_list(phases)
         ends = _phase_ends(phases, steps_per_epoch)
         values = {"phases": phases, "steps_per_epoch": steps_per_epoch, "lr_floor": lr_floor, "_ends": ends,
@@ -268,7 +232,7 @@ class Schedule:
 
     def phase_bounds(self, index: int) -> tuple[int, int]:
         """[start, end) global steps of phase `index` (start == end for a zero-epoch phase)."""
-        _check_int("index", index, 0)
+        _validate.integer("index", index, minimum=0)
         if index >= len(self.phases):
             raise ValueError(f"index must be < {len(self.phases)} (number of phases), got {index}")
         return (self._ends[index - 1] if index else 0), self._ends[index]
@@ -302,7 +266,7 @@ class Schedule:
                         phase_start=step == self.phase_bounds(index)[0])
 
     def _check_step(self, step):
-        _check_int("step", step, 0)
+        _validate.integer("step", step, minimum=0)
         if step >= self.total_steps():
             raise ValueError(f"step must be < total_steps() = {self.total_steps()}, got {step}")
 
@@ -423,7 +387,7 @@ def _ramp_window(phases, ends, eps_start_epoch, eps_end_epoch) -> tuple[int, int
     expected = (math.fsum(p.epochs for p in phases[:ramp[0]]), math.fsum(p.epochs for p in phases[:ramp[-1] + 1]))
     for name, value, want in (("eps_start_epoch", eps_start_epoch, expected[0]),
                               ("eps_end_epoch", eps_end_epoch, expected[1])):
-        if value is None or not math.isclose(_non_negative(name, value), want, rel_tol=1e-9, abs_tol=1e-9):
+        if value is None or not math.isclose(_validate.non_negative(name, value), want, rel_tol=1e-9, abs_tol=1e-9):
             raise ValueError(f"{name} must equal the cumulative epochs at the beta_ramp phases' "
                              f"{name[4:-6]} ({want!r}), got {value!r}")
     return start, end
@@ -438,7 +402,7 @@ def _deps_eps_epochs(eps_epochs, epochs: float, fm_epochs: float) -> float:
     """E_ε: default 5 epochs per 270 of budget, clamped to E_fm; an explicit value must fit inside E_fm."""
     if eps_epochs is None:
         return min(_scaled(_DEPS_PAPER_EPS_EPOCHS, epochs, PAPER_EPOCHS["deps"]), fm_epochs)
-    eps_epochs = _positive("eps_epochs", eps_epochs)
+    eps_epochs = _validate.positive("eps_epochs", eps_epochs)
     if eps_epochs > fm_epochs * (1 + 1e-9):
         raise ValueError(f"eps_epochs must be <= the FM-warmup's end E_fm = fm_fraction * epochs = "
                          f"{fm_epochs!r} (the ramp ends at E_fm), got {eps_epochs!r}")
@@ -448,7 +412,7 @@ def _deps_eps_epochs(eps_epochs, epochs: float, fm_epochs: float) -> float:
 def deps(epochs: float = PAPER_EPOCHS["deps"], *, lr: float, steps_per_epoch: int, fm_fraction: float = 0.5,
          eps_epochs: float | None = None, n_random: int = 2, warmup_epochs: float = 0.0,
          kernel_sizes=None, depths=None, expand_ratios=None, lr_floor: float = LR_FLOOR) -> Schedule:
-    """DεpS (METHOD §3): one warmup+cosine curve over the whole run, in three phases.
+    """DεpS (docs/method.md §3): one warmup+cosine curve over the whole run, in three phases.
 
     fm_warmup  [0, E_fm − E_ε): the max net alone (label-smoothed CE, dropout).
     eps_ramp   [E_fm − E_ε, E_fm): sandwich (max, min, n_random random), in-place KD, β_t ramp, channel
@@ -460,9 +424,9 @@ def deps(epochs: float = PAPER_EPOCHS["deps"], *, lr: float, steps_per_epoch: in
     An explicit eps_epochs larger than E_fm is an error. warmup_epochs (default 0) is the curve's warmup.
     kernel_sizes / depths / expand_ratios restrict the sampled space (authors: kernel_sizes=(7,)).
     """
-    epochs = _positive("epochs", epochs)
-    _positive("lr", lr)
-    fm_fraction = _check_number("fm_fraction", fm_fraction, "a fraction strictly between 0 and 1",
+    epochs = _validate.positive("epochs", epochs)
+    _validate.positive("lr", lr)
+    fm_fraction = _validate.real("fm_fraction", fm_fraction, "a fraction strictly between 0 and 1",
                                 lambda v: 0 < v < 1)
     fm_epochs = fm_fraction * epochs
     eps = _deps_eps_epochs(eps_epochs, epochs, fm_epochs)
@@ -481,7 +445,7 @@ def deps(epochs: float = PAPER_EPOCHS["deps"], *, lr: float, steps_per_epoch: in
 
 def ofa(epochs: float = PAPER_EPOCHS["ofa"], *, lr: float, steps_per_epoch: int,
         kernel_sizes=(3, 5, 7), depths=(2, 3, 4), expand_ratios=(3, 4, 6), lr_floor: float = LR_FLOOR) -> Schedule:
-    """OFA progressive shrinking (METHOD §4), every phase length scaled by epochs / 605.
+    """OFA progressive shrinking (docs/method.md §4), every phase length scaled by epochs / 605.
 
     At 605 epochs: teacher 180 (max net only), kernel 125 (5 warmup, 1 subnet/step), depth_34 25 (2),
     depth_234 125 (5 warmup, 2), expand_46 25 (4, channel sort), expand_346 125 (5 warmup, 4, channel sort).
@@ -491,10 +455,10 @@ def ofa(epochs: float = PAPER_EPOCHS["ofa"], *, lr: float, steps_per_epoch: int,
     not trained separately after the teacher phase. The supernet's choices (kernel_sizes, depths,
     expand_ratios) define the restrictions: depth_34 / expand_46 use the two largest, later phases all, and
     kernels (then depths) stay elastic once opened. A single choice gives a degenerate but valid phase.
-    The teacher phase has no warmup (OFA trains its teacher separately; METHOD gives none).
+    The teacher phase has no warmup (OFA trains its teacher separately; docs/method.md §4).
     """
-    epochs = _positive("epochs", epochs)
-    _positive("lr", lr)
+    epochs = _validate.positive("epochs", epochs)
+    _validate.positive("lr", lr)
     kernels, depth_choices, expands = (_choices("kernel_sizes", kernel_sizes), _choices("depths", depths),
                                        _choices("expand_ratios", expand_ratios))
     for name, value in (("kernel_sizes", kernels), ("depths", depth_choices), ("expand_ratios", expands)):
@@ -524,11 +488,11 @@ def ofa(epochs: float = PAPER_EPOCHS["ofa"], *, lr: float, steps_per_epoch: int,
 def bignas(epochs: float = PAPER_EPOCHS["bignas"], *, lr: float, steps_per_epoch: int, n_random: int = 2,
            warmup_epochs: float | None = None, kernel_sizes=None, depths=None, expand_ratios=None,
            lr_floor: float = LR_FLOOR) -> Schedule:
-    """BigNAS sandwich rule from scratch (METHOD §4): one "sandwich" phase: max (label-smoothed CE, dropout)
+    """BigNAS sandwich rule from scratch (docs/method.md §5): one "sandwich" phase: max (label-smoothed CE, dropout)
     + min + n_random random subnets with in-place KD, no FM-warmup, no β ramp, one warmup+cosine curve.
     warmup_epochs defaults to 5 · epochs / 400 (5 epochs at the paper's 400, proportional otherwise)."""
-    epochs = _positive("epochs", epochs)
-    _positive("lr", lr)
+    epochs = _validate.positive("epochs", epochs)
+    _validate.positive("lr", lr)
     if warmup_epochs is None:
         warmup_epochs = _scaled(_BIGNAS_PAPER_WARMUP_EPOCHS, epochs, PAPER_EPOCHS["bignas"])
     phase = Phase("sandwich", epochs, lr, 0, warmup_epochs=warmup_epochs, train_max=True, n_random=n_random,
@@ -552,21 +516,15 @@ def make_schedule(name: str, *, epochs: float | None = None, budget_scale: float
     if epochs is None and budget_scale is None:
         raise ValueError("one of epochs or budget_scale is required; got neither")
     if epochs is None:
-        epochs = PAPER_EPOCHS[name] * _positive("budget_scale", budget_scale)
+        epochs = PAPER_EPOCHS[name] * _validate.positive("budget_scale", budget_scale)
     return _FACTORIES[name](epochs, lr=lr, steps_per_epoch=steps_per_epoch, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------- subnet sampling
 def subnet_generator(seed: int, step: int, index: int) -> torch.Generator:
-    """A CPU torch.Generator seeded from (seed, step, index), identical on every rank.
-
-    The decimal text "seed:step:index" is injective in the three integers; its 64-bit BLAKE2b digest becomes
-    the generator seed, so distinct triples collide only with hash-collision probability (~2^-64) and nearby
-    steps do not get correlated streams as they could with seed + step arithmetic.
-    """
+    """A CPU torch.Generator seeded from (seed, step, index), identical on every rank: a hash of the triple,
+    so distinct triples collide only with hash-collision probability and nearby steps do not get correlated
+    streams as they could with seed + step arithmetic."""
     for name, value in (("seed", seed), ("step", step), ("index", index)):
-        _check_int(name, value, 0)
-    digest = hashlib.blake2b(f"{int(seed)}:{int(step)}:{int(index)}".encode(), digest_size=8).digest()
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(int.from_bytes(digest, "little"))
-    return generator
+        _validate.integer(name, value, minimum=0)
+    return seeded_generator("subnet", int(seed), int(step), int(index))

@@ -6,16 +6,23 @@ from typing import Optional
 
 
 def main(argv: Optional[list] = None) -> int:
-    """Exit status 0 on success or a clean stop (resume with --resume), 2 on bad options or data."""
+    """Exit status 0 on success or a clean stop (resume with --resume), 2 on a setup mistake (options, data,
+    backend, a checkpoint of other options) with one line saying what is wrong. Once training has started,
+    an error keeps its traceback: it is a bug or a fault worth reporting, not a user's typo."""
     from deps_fast.ops import BackendUnavailable
-    from deps_fast.trainer.loop import train
+    from deps_fast.trainer.loop import Trainer
     from deps_fast.trainer.options import parse_options
 
     try:
-        train(parse_options(argv))
-    except (ValueError, BackendUnavailable) as exc:  # bad options, data, backend, resume: one clear line
+        trainer = Trainer(parse_options(argv))
+    except (ValueError, BackendUnavailable, ImportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        trainer.run()
+    finally:
+        from deps_fast.trainer.distributed import shutdown
+        shutdown(trainer.world)
     return 0
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from deps_fast.trainer import data
-from deps_fast.trainer.data import DeviceLoader, calibration_batches, load_dataset, pad_crop_flip
+from deps_fast.trainer import datasets as data
+from deps_fast.trainer.datasets import calibration_batches, load_dataset
+from deps_fast.trainer.loaders import DeviceLoader, pad_crop_flip
 
 
 @pytest.fixture(scope="module")
@@ -196,20 +197,20 @@ def test_image_folder_loaders_shard_the_global_batch(tmp_path, monkeypatch):
         (tmp_path / split / "ab"[number % 2] / f"{number}.jpg").touch()
     monkeypatch.setattr(data, "_import_torchvision", fake_torchvision)
     ds = load_dataset(str(tmp_path), num_workers=0)
-    ranks = [ds.train_loader(4, rank=r, world=2, seed=1, epoch=0) for r in (0, 1)]
+    ranks = [ds.train_loader(4, rank=r, world_size=2, seed=1) for r in (0, 1)]
     assert [len(loader) for loader in ranks] == [2, 2]  # 10 images, global batch 4: 2 steps of 2 per rank
-    seen = [x[:, 0, 0, 0].tolist() for loader in ranks for x, _ in loader]
+    seen = [loader.batch(0, i)[0][:, 0, 0, 0].tolist() for loader in ranks for i in range(len(loader))]
     assert all(len(batch) == 2 for batch in seen)
     assert len(set(sum(seen, []))) == 8  # the ranks' shards do not overlap
-    first_epoch = [x for x, _ in ds.train_loader(4, rank=0, world=2, seed=1, epoch=0)]
-    other_epoch = [x for x, _ in ds.train_loader(4, rank=0, world=2, seed=1, epoch=1)]
+    first_epoch = [ranks[0].batch(0, i)[0] for i in range(2)]
+    other_epoch = [ranks[0].batch(1, i)[0] for i in range(2)]
     assert not all(torch.equal(a, b) for a, b in zip(first_epoch, other_epoch))
     val = [(x[:, 0, 0, 0].tolist(), y.tolist()) for x, y in ds.test_loader(batch_size=4)]
     assert val == [([10.0, 11.0], [0, 1])]
     calibration = calibration_batches(ds, n_images=100, batch_size=3, seed=0, channels_last=True)
     assert [len(b) for b in calibration] == [3, 3, 3, 1]  # clamped to the 10 training images
     with pytest.raises(ValueError, match="divisible by world_size=3"):
-        ds.train_loader(4, rank=0, world=3)
+        ds.train_loader(4, rank=0, world_size=3)
 
 
 def test_missing_path_is_named(tmp_path):

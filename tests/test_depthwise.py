@@ -292,7 +292,7 @@ def test_triton_compiles_once_per_kernel_size_not_per_channel_count():
     w = torch.randn(200, 1, 7, 7, device="cuda")
 
     def cache_size():
-        return sum(len(cache[0]) for cache in tk._dwconv_fwd_kernel.device_caches.values())
+        return sum(len(cache[0]) for cache in tk._dwconv_taps_kernel.device_caches.values())
 
     ops.elastic_depthwise_conv2d(torch.randn(8, 64, 28, 28, device="cuda"), w, 5, backend="triton")
     before = cache_size()

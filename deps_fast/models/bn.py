@@ -1,4 +1,4 @@
-"""recalibrate_bn: BN statistics of one subnet recomputed from a fixed set of batches (METHOD.md §5)."""
+"""recalibrate_bn: BN statistics of one subnet recomputed from a fixed set of batches (docs/method.md §6)."""
 from __future__ import annotations
 
 from typing import Iterable, Optional

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional
+
+from deps_fast import _validate
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
@@ -14,18 +16,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = No
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
-
-
-def _positive_ints(name: str, values: Any, *, odd: bool = False) -> tuple[int, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
-        raise ValueError(f"{name} must be a non-empty sequence of ints, got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (odd and v % 2 == 0):
-            allowed = "odd positive ints" if odd else "positive ints"
-            raise ValueError(f"{name} must hold {allowed}, got {v!r} in {tuple(values)!r}")
-        out.append(int(v))
-    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -44,15 +34,17 @@ class SubnetConfig:
     resolution: Optional[int] = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ks", _positive_ints("ks (kernel sizes)", self.ks, odd=True))
-        object.__setattr__(self, "es", _positive_ints("es (expand ratios)", self.es))
-        object.__setattr__(self, "ds", _positive_ints("ds (depths)", self.ds))
+        # kept in network order (not sorted): one entry per block / stage
+        for name, label, odd in (("ks", "ks (kernel sizes)", True), ("es", "es (expand ratios)", False),
+                                 ("ds", "ds (depths)", False)):
+            values = getattr(self, name)
+            _validate.int_choices(label, values, odd=odd)
+            object.__setattr__(self, name, tuple(int(v) for v in values))
         if len(self.ks) != len(self.es):
             raise ValueError(f"ks and es must have one entry per elastic block, got {len(self.ks)} kernel sizes "
                              f"and {len(self.es)} expand ratios")
-        r = self.resolution
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
-            raise ValueError(f"resolution must be None or a positive int, got {r!r}")
+        if self.resolution is not None:
+            object.__setattr__(self, "resolution", _validate.positive_int("resolution", self.resolution))
 
     # ---- readable and serialisable ------------------------------------------------------------------------
     def is_uniform(self) -> bool:

@@ -39,6 +39,8 @@ def _bn(bn: nn.BatchNorm2d, c: int) -> nn.BatchNorm2d:
 
 
 class StaticSE(nn.Module):
+    """Squeeze-excite of an extracted subnet (standard layers only)."""
+
     def __init__(self, reduce: nn.Conv2d, expand: nn.Conv2d):
         super().__init__()
         self.reduce, self.expand = reduce, expand
@@ -50,6 +52,8 @@ class StaticSE(nn.Module):
 
 
 class StaticMBConv(nn.Module):
+    """One MBConv block of an extracted subnet: expand, depthwise, SE, project (+ skip)."""
+
     def __init__(self, expand: nn.Module, depthwise: nn.Module, se: nn.Module, project: nn.Module, residual: bool):
         super().__init__()
         self.expand, self.depthwise, self.se, self.project = expand, depthwise, se, project
@@ -63,6 +67,8 @@ class StaticMBConv(nn.Module):
 
 
 class StaticHead(nn.Module):
+    """The head of an extracted subnet: (final expand), pool, feature mix, dropout, classifier."""
+
     def __init__(self, before_pool: nn.Module, after_pool: nn.Module, dropout: float, classifier: nn.Linear):
         super().__init__()
         self.before_pool, self.after_pool = before_pool, after_pool
@@ -74,6 +80,8 @@ class StaticHead(nn.Module):
 
 
 class StaticSubnet(nn.Module):
+    """A standalone subnet of standard torch layers (what `extract` returns); `config_json` says which."""
+
     def __init__(self, stem: nn.Module, blocks: nn.Sequential, head: StaticHead, config: SubnetConfig):
         super().__init__()
         self.stem, self.blocks, self.head = stem, blocks, head

@@ -12,12 +12,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from deps_fast import _validate
 from deps_fast.models.config import SubnetConfig, make_divisible
 from deps_fast.models.layers import ConvBNAct, ElasticDepthwise, ElasticMBConv, he_fout_init, se_width
 
 
 @dataclass(frozen=True)
 class Space:
+    """The layout of one search space: widths, strides, activations and head of the OFA network it copies."""
     stem_width: int
     stem_stride: int
     stem_act: str
@@ -53,29 +55,27 @@ SPACES = {
 
 
 def _choices(name: str, values, *, odd: bool = False) -> tuple[int, ...]:
-    vals = tuple(values) if isinstance(values, Sequence) and not isinstance(values, str) else ()
-    bad = [v for v in vals if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (odd and v % 2 == 0)]
-    if not vals or bad:
-        what = "odd positive ints" if odd else "positive ints"
-        raise ValueError(f"{name} must be a non-empty sequence of {what}, got {values!r}")
-    return tuple(sorted(set(vals)))
+    return tuple(sorted(set(_validate.int_choices(name, values, odd=odd))))
 
 
 class Supernet(nn.Module):
-    """A weight-shared elastic CNN; see deps_fast.build_supernet."""
+    """A weight-shared elastic CNN: one set of tensors from which every subnet of its space runs.
+
+    Built from a `Space` table by `build_supernet`. `forward(x, config)` runs the subnet a `SubnetConfig` names
+    (None: the max net), reading prefixes of the shared tensors in place, so which subnet runs is decided by
+    the arguments alone. It also samples configs (`sample_config`, `min_config`, `max_config`), counts their
+    cost (`flops`, `params`), cuts a standalone copy (`extract`) and sorts channels (`reorganize_channels`).
+    """
 
     def __init__(self, space: str, num_classes: int, width_mult: float = 1.0, kernel_sizes=(3, 5, 7),
                  expand_ratios=(3, 4, 6), depths=(2, 3, 4), dropout: float = 0.1, in_channels: int = 3,
                  zero_init_residual: bool = False):
         super().__init__()
-        if space not in SPACES:
-            raise ValueError(f"name must be one of {sorted(SPACES)}, got {space!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if not isinstance(width_mult, (int, float)) or width_mult <= 0:
-            raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        _validate.one_of("name", space, sorted(SPACES))
+        _validate.positive_int("num_classes", num_classes)
+        _validate.positive("width_mult", width_mult)
+        _validate.fraction("dropout", dropout)
+        _validate.positive_int("in_channels", in_channels)
         self.space_name, self.num_classes, self.width_mult = space, num_classes, float(width_mult)
         self.kernel_sizes = _choices("kernel_sizes", kernel_sizes, odd=True)
         self.expand_ratios = _choices("expand_ratios", expand_ratios)
@@ -272,7 +272,7 @@ class Supernet(nn.Module):
 def build_supernet(name: str, num_classes: int, width_mult: float = 1.0, kernel_sizes=(3, 5, 7),
                    expand_ratios=(3, 4, 6), depths=(2, 3, 4), *, dropout: float = 0.1, in_channels: int = 3,
                    zero_init_residual: bool = False) -> Supernet:
-    """The OFA supernet `name` ("mbv3", "mbv3-cifar" or "proxyless"; layouts in METHOD.md §2), initialised
+    """The OFA supernet `name` ("mbv3", "mbv3-cifar" or "proxyless"; layouts in docs/method.md §2), initialised
     with OFA's he_fout scheme; kernel-transform matrices start at identity and train."""
     return Supernet(name, num_classes, width_mult, kernel_sizes, expand_ratios, depths, dropout=dropout,
                     in_channels=in_channels, zero_init_residual=zero_init_residual)

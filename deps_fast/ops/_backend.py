@@ -1,6 +1,6 @@
 """Backend choice for every deps_fast op.
 
-Backends: "cuda" (CUDA C++ in csrc/), "triton" (deps_fast/kernels), "cpp" (C++ CPU in csrc/), "torch"
+Backends: "cuda" (CUDA C++ in csrc/), "triton" (deps_fast.kernels, the repository's kernels/), "cpp" (C++ CPU in csrc/), "torch"
 (deps_fast/reference.py). `backend="auto"` asks the environment variable DEPS_FAST_BACKEND first, then the
 rule in `_AUTO_ORDER`. An explicitly requested backend that cannot take the inputs raises BackendUnavailable
 with the reason; "auto" silently falls through to the next candidate, "torch" takes everything.
@@ -12,8 +12,10 @@ from typing import Callable, Optional
 
 import torch
 
+import importlib
+
 from deps_fast import _ext
-from deps_fast.kernels import interpreting
+from deps_fast._util import triton_interpreting
 
 BACKENDS = ("cuda", "triton", "cpp", "torch")
 ENV_VAR = "DEPS_FAST_BACKEND"
@@ -30,16 +32,26 @@ class BackendUnavailable(RuntimeError):
     """A requested backend cannot run the given inputs; the message says why."""
 
 
-_TRITON_STATE: list = []  # [error or None] once probed; a plain list, not lru_cache, so torch.compile traces it
+_TRITON_STATE: list = []  # [(modules, error)] once probed; a plain list, not lru_cache, so torch.compile traces it
+_TRITON_MODULES = ("depthwise", "distill")
+
+
+def triton_kernels():
+    """{name: module} of the Triton kernel modules, imported on first use; None when they cannot be imported."""
+    return _probe_triton()[0]
 
 
 def _triton_import_error() -> Optional[str]:
+    return _probe_triton()[1]
+
+
+def _probe_triton() -> tuple:
     if not _TRITON_STATE:
         try:
-            import triton  # noqa: F401  (only probing that it imports)
-            _TRITON_STATE.append(None)
-        except ImportError as exc:
-            _TRITON_STATE.append(f"triton is not installed ({exc})")
+            modules = {name: importlib.import_module(f"deps_fast.kernels.{name}") for name in _TRITON_MODULES}
+            _TRITON_STATE.append((modules, None))
+        except Exception as exc:  # noqa: BLE001 - no triton, a broken install or an old triton: say which
+            _TRITON_STATE.append((None, f"the Triton kernels cannot be imported ({type(exc).__name__}: {exc})"))
     return _TRITON_STATE[0]
 
 
@@ -60,13 +72,8 @@ def device_reason(backend: str, device: torch.device) -> Optional[str]:
             return "deps_fast._C was built without CUDA kernels (no CUDA toolkit or CPU-only torch at build time)"
         return None
     if backend == "triton":
-        err = _triton_import_error()
-        if err:
-            return err
-        if device.type == "cuda":
-            return None
-        if device.type == "cpu" and interpreting():
-            return None
+        if device.type == "cuda" or (device.type == "cpu" and triton_interpreting()):
+            return _triton_import_error()
         return (f"the triton backend needs CUDA tensors (got device {device}); on CPU it runs only in the Triton "
                 "interpreter, with TRITON_INTERPRET=1 set before deps_fast is imported")
     raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")

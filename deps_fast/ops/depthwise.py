@@ -11,17 +11,11 @@ from typing import Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from deps_fast import _ext, reference
+from deps_fast import _ext, _validate, reference
 from deps_fast.ops import _backend
 
 # ---- validation --------------------------------------------------------------------------------------------
-def _check_int(name: str, value, allowed: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int ({allowed}), got {value!r} of type {type(value).__name__}")
-    return value
-
-
-def _validate(x, weight, kernel_size, stride, transforms) -> None:
+def _check_inputs(x, weight, kernel_size, stride, transforms) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not isinstance(weight, torch.Tensor):
@@ -44,10 +38,10 @@ def _validate(x, weight, kernel_size, stride, transforms) -> None:
         raise ValueError(f"x has c={c} channels; allowed 1 <= c <= C_max={C_max} (weight.shape[0])")
     if H < 1 or W < 1:
         raise ValueError(f"x must have H, W >= 1, got H={H}, W={W}")
-    k = _check_int("kernel_size", kernel_size, f"odd, 1..{K}")
+    k = _validate.integer("kernel_size", kernel_size, allowed=f"odd, 1..{K}")
     if k < 1 or k % 2 == 0 or k > K:
         raise ValueError(f"kernel_size must be odd and between 1 and K={K} (the weight's size), got {k}")
-    s = _check_int("stride", stride, "1 or 2")
+    s = _validate.integer("stride", stride, allowed="1 or 2")
     if s not in (1, 2):
         raise ValueError(f"stride must be 1 or 2, got {s}")
     if transforms is None:
@@ -56,7 +50,7 @@ def _validate(x, weight, kernel_size, stride, transforms) -> None:
         raise TypeError("transforms must be None or a mapping {target kernel size: (t*t, t*t) matrix}, "
                         f"got {type(transforms).__name__}")
     for t, m in transforms.items():
-        _check_int("transforms key", t, f"odd, < K={K}")
+        _validate.integer("transforms key", t, allowed=f"odd, < K={K}")
         if t % 2 == 0 or not 1 <= t < K:
             raise ValueError(f"transforms key must be an odd kernel size below K={K}, got {t}")
         if not isinstance(m, torch.Tensor) or tuple(m.shape) != (t * t, t * t):
@@ -100,7 +94,7 @@ def _kernel_channels_last(backend: str, channels_last: bool, H: int, W: int) -> 
 def _run_forward(backend, x, weight, k, stride):
     cl = _channels_last(x)
     if backend == "triton":
-        from deps_fast.kernels import depthwise as tk
+        tk = _backend.triton_kernels()["depthwise"]
         return tk.forward(x, _w3(weight), k, stride, cl)
     fn = _ext.extension().dwconv_forward_cuda if backend == "cuda" else _ext.extension().dwconv_forward_cpu
     kcl = _kernel_channels_last(backend, cl, x.shape[2], x.shape[3])
@@ -109,7 +103,7 @@ def _run_forward(backend, x, weight, k, stride):
 
 def _run_backward_input(backend, gy, weight, k, stride, H, W, cl):
     if backend == "triton":
-        from deps_fast.kernels import depthwise as tk
+        tk = _backend.triton_kernels()["depthwise"]
         return tk.backward_input(gy, _w3(weight), k, stride, H, W, cl)
     fn = _ext.extension().dwconv_backward_input_cuda if backend == "cuda" \
         else _ext.extension().dwconv_backward_input_cpu
@@ -120,7 +114,7 @@ def _run_backward_input(backend, gy, weight, k, stride, H, W, cl):
 def _run_backward_weight(backend, gy, x, k, stride, deterministic):
     cl = _channels_last(x)
     if backend == "triton":
-        from deps_fast.kernels import depthwise as tk
+        tk = _backend.triton_kernels()["depthwise"]
         return tk.backward_weight(gy, x, k, stride, cl, deterministic)
     kcl = _kernel_channels_last(backend, cl, x.shape[2], x.shape[3])
     gy, x = _fmt(gy, kcl), _fmt(x, kcl)
@@ -228,7 +222,7 @@ def elastic_depthwise_conv2d(
     Returns [N, c, H', W'] in x's dtype and memory format, accumulated in float32. Gradients flow to x, to the
     used slice and window of weight (zero elsewhere) and to the transforms.
     """
-    _validate(x, weight, kernel_size, stride, transforms)
+    _check_inputs(x, weight, kernel_size, stride, transforms)
     name = _backend.resolve(backend, x.device, _backend.kernel_input_reason("x", x, x.numel() == 0))
     if name == "torch":
         return reference.elastic_depthwise_conv2d(x, weight, kernel_size, stride, transforms)

@@ -6,24 +6,17 @@ incoming grad_output. The `torch` backend runs deps_fast.reference instead.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 
-from deps_fast import _ext, reference
+from deps_fast import _ext, _validate, reference
 from deps_fast.ops import _backend
 
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_float(name: str, value, allowed: str, ok) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def _validate(student, teacher, target, temperature, soft_weight, hard_weight, label_smoothing, reduction):
+def _check_inputs(student, teacher, target, temperature, soft_weight, hard_weight, label_smoothing, reduction):
     if not isinstance(student, torch.Tensor):
         raise TypeError(f"student must be a torch.Tensor of logits [B, V], got {type(student).__name__}")
     if student.dim() != 2 or student.shape[1] < 2:
@@ -57,17 +50,16 @@ def _validate(student, teacher, target, temperature, soft_weight, hard_weight, l
             if lo < 0 or hi >= student.shape[1]:
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"target values must be in [0, V={student.shape[1]}), got {bad}")
-    _check_float("temperature", temperature, "a finite number > 0", lambda v: v > 0)
-    _check_float("soft_weight", soft_weight, "a finite number", lambda v: True)
-    _check_float("hard_weight", hard_weight, "a finite number", lambda v: True)
-    _check_float("label_smoothing", label_smoothing, "a number in [0, 1]", lambda v: 0 <= v <= 1)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _validate.positive("temperature", temperature)
+    _validate.real("soft_weight", soft_weight)
+    _validate.real("hard_weight", hard_weight)
+    _validate.fraction("label_smoothing", label_smoothing, include_one=True)
+    _validate.one_of("reduction", reduction, _REDUCTIONS)
 
 
 def _run(backend, student, teacher, target, inv_t, soft_coef, hard_coef, eps, grad_scale):
     if backend == "triton":
-        from deps_fast.kernels import distill as tk
+        tk = _backend.triton_kernels()["distill"]
         return tk.distillation_forward(student, teacher, target, inv_t, soft_coef, hard_coef, eps, grad_scale)
     ext = _ext.extension()  # the C++ side makes its inputs contiguous
     fn = ext.distill_forward_cuda if backend == "cuda" else ext.distill_forward_cpu
@@ -130,7 +122,7 @@ def distillation_loss(
     The gradient flows to student only: the teacher is a constant even if it requires grad. The loss is
     float32. NaN/inf in the logits propagate (the trainer guards against them).
     """
-    _validate(student, teacher, target, temperature, soft_weight, hard_weight, label_smoothing, reduction)
+    _check_inputs(student, teacher, target, temperature, soft_weight, hard_weight, label_smoothing, reduction)
     name = _backend.resolve(backend, student.device,
                            _backend.kernel_input_reason("student", student, student.shape[0] == 0))
     if name == "torch":

@@ -19,13 +19,15 @@ import os
 import random
 import re
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 import torch
+
+from deps_fast import _validate
+from deps_fast._util import atomic_write
 
 MAGIC = b"DEPSCKP1"
 HEADER = struct.Struct("<8s32sQ")  # magic, sha256(payload), len(payload)
@@ -69,53 +71,24 @@ def list_checkpoints(directory: PathLike) -> list:
 def save_checkpoint(directory: PathLike, state: dict, step: int, keep: int = 3) -> Path:
     """Write `state` atomically as ckpt-{step:09d}.pt in `directory` (created if needed), then delete all
     but the newest `keep` valid checkpoints. Returns the path written."""
-    _check_int("step", step, minimum=0)
-    _check_int("keep", keep, minimum=1)
+    _validate.integer("step", step, minimum=0)
+    _validate.integer("keep", keep, minimum=1)
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = _serialize(state)
     final = checkpoint_path(directory, step)
-    _atomic_write(final, HEADER.pack(MAGIC, hashlib.sha256(payload).digest(), len(payload)), payload)
+    atomic_write(final, (HEADER.pack(MAGIC, hashlib.sha256(payload).digest(), len(payload)), payload),
+                 temp_prefix=TEMP_PREFIX, temp_suffix=TEMP_SUFFIX)
     _prune(directory, keep, just_written=final)
     return final
-
-
-def _check_int(name: str, value, minimum: int):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _serialize(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
-
-
-def _atomic_write(final: Path, header: bytes, payload: bytes):
-    handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=final.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(header)
-            temp.write(payload)
-            temp.flush()
-            os.fsync(temp.fileno())  # the bytes are on disk before the name points at them
-        os.replace(temp_name, final)
-    except BaseException:
-        _remove_quietly(Path(temp_name))
-        raise
-    _fsync_directory(final.parent)  # makes the rename itself durable
-
-
-def _fsync_directory(directory: Path):
-    if os.name != "posix":  # Windows cannot open a directory; its rename is durable enough there
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_quietly(path: Path):

@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class World:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone); rank 0 writes all files."""
     rank: int = 0
     size: int = 1
     local_rank: int = 0

@@ -1,4 +1,4 @@
-"""Subnet evaluation (METHOD §5): extract, recalibrate BN on fixed training batches, top-1 on the test set.
+"""Subnet evaluation (docs/method.md §6): extract, recalibrate BN on fixed training batches, top-1 on the test set.
 
 Each subnet is extracted into its own standalone copy, so recalibrating it never disturbs the running
 statistics the supernet is training with.
@@ -11,7 +11,7 @@ import torch
 
 from deps_fast.models import SubnetConfig, recalibrate_bn
 
-# METHOD §5: the six uniform k7 subnets (d, e), plus min and max.
+# docs/method.md §6: the six uniform k7 subnets (d, e), plus min and max.
 UNIFORM_K7 = ((2, 3), (3, 3), (4, 3), (4, 4), (3, 6), (4, 6))
 
 
@@ -30,11 +30,11 @@ def final_subnets(model) -> list[tuple[str, SubnetConfig]]:
 
 @torch.no_grad()
 def top1(net: torch.nn.Module, batches: Iterable[tuple], device: torch.device,
-         amp_dtype: Optional[torch.dtype] = None, resize: Optional[int] = None) -> float:
+         amp_dtype: Optional[torch.dtype] = None) -> float:
+    """Top-1 accuracy (%) of `net` over `batches` of (x, y) already in the network's layout and size."""
     correct = total = 0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = resize_batch(x, resize)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             pred = net(x).argmax(1)
         correct += (pred == y).sum()
@@ -42,17 +42,11 @@ def top1(net: torch.nn.Module, batches: Iterable[tuple], device: torch.device,
     return 100.0 * float(correct) / max(total, 1)
 
 
-def resize_batch(x: torch.Tensor, size: Optional[int]) -> torch.Tensor:
-    if size is None or (x.shape[-2] == size and x.shape[-1] == size):
-        return x
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                           antialias=size < x.shape[-1])
-
-
 def evaluate_subnet(model, config: SubnetConfig, calibration: list, test_batches: Iterable[tuple],
-                    device: torch.device, amp_dtype=None, resize: Optional[int] = None) -> float:
+                    device: torch.device, amp_dtype=None) -> float:
+    """Top-1 (%) of subnet `config`: extracted, BN recalibrated on `calibration`, evaluated on `test_batches`."""
     static = model.extract(config)
     if device.type == "cuda":
         static = static.to(memory_format=torch.channels_last)
-    recalibrate_bn(static, None, [resize_batch(x, resize) for x in calibration])
-    return top1(static.eval(), test_batches, device, amp_dtype, resize)
+    recalibrate_bn(static, None, calibration)
+    return top1(static.eval(), test_batches, device, amp_dtype)

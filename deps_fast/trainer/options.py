@@ -8,47 +8,56 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from deps_fast.schedules import Schedule, make_schedule
 
 SCHEDULES = ("deps", "ofa", "bignas")
 SPACES = ("mbv3", "mbv3-cifar", "proxyless")
 AMP = ("off", "bf16", "fp16", "auto")
 
 
+def _fixed(default):
+    """An option that must not change across --resume: the checkpoint would not mean the same thing."""
+    return field(default=default, metadata={"fixed_on_resume": True})
+
+
 @dataclass
 class Options:
+    """Every option of a training run (`--help` describes each). Fields made with `_fixed` must keep their
+    value across --resume (`fixed_on_resume()` lists them)."""
     # what to train
-    schedule: str = "deps"
-    space: str = "mbv3-cifar"
-    data: str = "mnist5k"
-    width_mult: float = 0.35
-    kernel_sizes: Optional[tuple] = None   # None: (7,) for deps/bignas (the authors fix k = 7), (3, 5, 7) for ofa
-    expand_ratios: tuple = (3, 4, 6)
-    depths: tuple = (2, 3, 4)
-    resolution: Optional[int] = None       # None: the data's own size (28 for mnist5k, 32 for CIFAR)
+    schedule: str = _fixed("deps")
+    space: str = _fixed("mbv3-cifar")
+    data: str = _fixed("mnist5k")
+    width_mult: float = _fixed(0.35)
+    kernel_sizes: Optional[tuple] = _fixed(None)  # None: (7,) for deps/bignas (the authors fix k = 7), (3, 5, 7) for ofa
+    expand_ratios: tuple = _fixed((3, 4, 6))
+    depths: tuple = _fixed((2, 3, 4))
+    resolution: Optional[int] = _fixed(None)       # None: the data's own size (28 for mnist5k, 32 for CIFAR)
     # how long
-    epochs: Optional[float] = None         # total epochs of the schedule ...
-    budget_scale: Optional[float] = None   # ... or this fraction of the paper's budget (DεpS 270, OFA 605, BigNAS 400)
-    fm_fraction: float = 0.5
-    eps_epochs: Optional[float] = None     # None: 5 epochs at 270, proportional otherwise
-    n_random: int = 2
-    warmup_epochs: float = 0.0
+    epochs: Optional[float] = _fixed(None)         # total epochs of the schedule ...
+    budget_scale: Optional[float] = _fixed(None)   # ... or this fraction of the paper's budget (DεpS 270, OFA 605, BigNAS 400)
+    fm_fraction: float = _fixed(0.5)
+    eps_epochs: Optional[float] = _fixed(None)     # None: 5 epochs at 270, proportional otherwise
+    n_random: int = _fixed(2)
+    warmup_epochs: float = _fixed(0.0)
     # optimisation
-    batch_size: int = 128
-    accum_steps: int = 1                   # micro-batches per optimizer step (same global batch, less memory)
-    lr: float = 0.1
-    lr_floor: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    label_smoothing: float = 0.1
-    dropout: float = 0.1
+    batch_size: int = _fixed(128)
+    accum_steps: int = _fixed(1)                   # micro-batches per optimizer step (same global batch, less memory)
+    lr: float = _fixed(0.1)
+    lr_floor: float = _fixed(0.01)
+    momentum: float = _fixed(0.9)
+    weight_decay: float = _fixed(5e-5)
+    label_smoothing: float = _fixed(0.1)
+    dropout: float = _fixed(0.1)
     # machine
-    amp: str = "auto"                      # auto: bf16 on CUDA, off on CPU
+    amp: str = _fixed("auto")                      # auto: bf16 on CUDA, off on CPU
     backend: str = "auto"
     device: str = "auto"
-    seed: int = 0
+    seed: int = _fixed(0)
     # outputs
     out: Optional[str] = None              # None: runs/<schedule>-<space>-<data>
     resume: bool = False
@@ -65,6 +74,11 @@ class Options:
     stop_after_steps: Optional[int] = None # checkpoint and stop after this global step (as on SIGTERM)
     preset: Optional[str] = None
 
+    @classmethod
+    def fixed_on_resume(cls) -> tuple:
+        """Names of the options a resumed run must share with its checkpoint."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("fixed_on_resume"))
+
     def resolved_kernel_sizes(self) -> tuple:
         if self.kernel_sizes is not None:
             return tuple(self.kernel_sizes)
@@ -73,8 +87,28 @@ class Options:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def changed_since(self, saved: dict) -> list:
+        """The fixed-on-resume options whose value differs from `saved` (a checkpoint's to_dict())."""
+        now = self.to_dict()
+        return [k for k in self.fixed_on_resume() if json.dumps(saved.get(k)) != json.dumps(now[k])]
 
-# The paper's settings (METHOD.md §3-5). Values the paper does not state are marked as ours.
+
+def build_schedule(o: Options, steps_per_epoch: int) -> Schedule:
+    """The schedule these options describe, for a loader of `steps_per_epoch` batches."""
+    space = dict(kernel_sizes=o.resolved_kernel_sizes(), depths=tuple(o.depths),
+                 expand_ratios=tuple(o.expand_ratios), lr_floor=o.lr_floor)
+    if o.schedule == "deps":
+        extra = dict(fm_fraction=o.fm_fraction, eps_epochs=o.eps_epochs, n_random=o.n_random,
+                     warmup_epochs=o.warmup_epochs)
+    elif o.schedule == "bignas":
+        extra = dict(n_random=o.n_random, warmup_epochs=o.warmup_epochs or None)
+    else:
+        extra = {}
+    return make_schedule(o.schedule, epochs=o.epochs, budget_scale=o.budget_scale, steps_per_epoch=steps_per_epoch,
+                         lr=o.lr, **space, **extra)
+
+
+# The paper's settings (docs/method.md §3-7). Values the paper does not state are marked as ours.
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {},  # the defaults: the embedded digits on a small mbv3-cifar, minutes on two CPU cores
     "cifar10": dict(space="mbv3-cifar", data="cifar10", width_mult=1.0, budget_scale=200 / 270, batch_size=256,

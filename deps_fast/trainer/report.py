@@ -1,70 +1,178 @@
 """Run reports: the numbers of one training run as report.json, report.md and pareto.png, and the comparison of
 several runs (the paper's Table 1 and the accuracy/MFLOPs Pareto plot).
 
-A report is a plain dict built by the trainer (layout in `validate_report`). Everything here is pure Python and
-matplotlib, without torch, so reports can be read, compared and plotted on any machine, e.g. after copying the
-report.json files of runs on different GPUs into one place.
+A report is a `Report` (dataclasses below) with `to_dict` / `from_dict`; `from_dict` validates, naming the key path
+of anything wrong, so a foreign `--compare` file fails clearly. `Report.from_training` turns the trainer's numbers
+(wall time per phase, evaluated subnets) into a report; the layout lives here, not in the training loop.
+Everything here is pure Python and matplotlib, without torch, so reports can be read, compared and plotted on any
+machine, e.g. after copying the report.json files of runs on different GPUs into one place.
 
 Files are written atomically (temporary file in the same directory, fsync, os.replace), so an interrupted run never
 leaves a half-written report.json that a later `--compare FILE` would choke on.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 import os
-import tempfile
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Sequence, Union
+
+from deps_fast._util import atomic_write
 
 PathLike = Union[str, os.PathLike]
-ReportSource = Union[PathLike, dict]
+ReportSource = Union[PathLike, dict, "Report"]
 
 REPORT_VERSION = 1
 TABLE1_HEADER = ("schedule", "smallest top-1", "largest top-1", "mean top-1", "epochs", "device-min/epoch",
                  "device-hours")
 
-# (key, allowed types, required). bool is rejected wherever a number is expected, see _check_value.
-_NUMBER = (int, float)
-_RUN_FIELDS = (("name", str, True), ("schedule", str, True), ("space", str, True), ("data", str, True),
-               ("device", str, True), ("world_size", int, True), ("epochs", _NUMBER, True),
-               ("batch_size", int, False), ("resolution", int, False), ("deps_fast", str, False),
-               ("torch", str, False), ("command", str, False), ("started", str, False), ("finished", str, False))
-_SUBNET_FIELDS = (("name", str, True), ("mflops", _NUMBER, True), ("params_m", _NUMBER, True),
-                  ("top1", _NUMBER, True), ("config", dict, False))
-_PHASE_FIELDS = (("name", str, True), ("epochs", _NUMBER, True), ("steps", int, True), ("wall_s", _NUMBER, True),
-                 ("device_hours", _NUMBER, True), ("images_per_s", _NUMBER, True))
-_TOTAL_FIELDS = (("epochs", _NUMBER, True), ("steps", int, True), ("wall_s", _NUMBER, True),
-                 ("device_hours", _NUMBER, True), ("device_min_per_epoch", _NUMBER, True),
-                 ("images_per_s", _NUMBER, True))
-
 # Size of pareto.png in inches; at PNG_DPI it is 840 x 540 pixels (no bbox "tight", so the size is predictable).
 FIGURE_SIZE = (7.0, 4.5)
 PNG_DPI = 120
 
+# JSON types a field accepts, by its annotation (a float field takes ints too; bool is never a number)
+_JSON_TYPES = {str: (str,), int: (int,), float: (int, float), dict: (dict,)}
 
-# ------------------------------------------------------------------------------------------------- validation
 
-def validate_report(report) -> dict:
-    """Check that `report` has every required key with the right type; return it unchanged.
+def _json_types(cls) -> dict:
+    """{field name: (accepted types, required)} from the dataclass's annotations."""
+    spec = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hint
+        spec[name] = (_JSON_TYPES[base], not optional)
+    return spec
 
-    Layout: {"version": 1, "run": {...}, "subnets": [{...}, ...] (at least one), "phases": [{...}, ...],
-    "total": {...}} with the fields listed in _RUN_FIELDS, _SUBNET_FIELDS, _PHASE_FIELDS and _TOTAL_FIELDS.
-    A ValueError names the offending key path, e.g. "report['subnets'][2]['top1']"."""
-    _check_value("report", report, dict)
-    version = _require(report, "version", "report", int)
-    if version != REPORT_VERSION:
-        raise ValueError(f"report['version'] is {version!r}; only version {REPORT_VERSION} is supported")
-    _check_fields(_require(report, "run", "report", dict), "report['run']", _RUN_FIELDS)
-    subnets = _require(report, "subnets", "report", list)
-    if not subnets:
-        raise ValueError("report['subnets'] is empty; a report needs at least one evaluated subnet")
-    _check_records(subnets, "report['subnets']", _SUBNET_FIELDS)
-    _check_unique_names(subnets, "report['subnets']")
-    _check_records(_require(report, "phases", "report", list), "report['phases']", _PHASE_FIELDS)
-    _check_fields(_require(report, "total", "report", dict), "report['total']", _TOTAL_FIELDS)
-    return report
+
+# ----------------------------------------------------------------------------------------------- the records
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What was trained, where and how."""
+    name: str
+    schedule: str
+    space: str
+    data: str
+    device: str
+    world_size: int
+    epochs: float
+    batch_size: Optional[int] = None
+    resolution: Optional[int] = None
+    width_mult: Optional[float] = None
+    deps_fast: Optional[str] = None
+    torch: Optional[str] = None
+    command: Optional[str] = None
+    started: Optional[str] = None
+    finished: Optional[str] = None
+    eval_s: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class SubnetResult:
+    """One evaluated subnet: its cost and its top-1 after BN recalibration."""
+    name: str
+    mflops: float
+    params_m: float
+    top1: float
+    config: Optional[dict] = None
+
+
+@dataclass(frozen=True)
+class _Cost:
+    """Training time of a stretch of steps (the fields a phase and the whole run share)."""
+    epochs: float
+    steps: int
+    wall_s: float
+    device_hours: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class PhaseCost(_Cost):
+    """Training time of one schedule phase."""
+    name: str
+
+
+@dataclass(frozen=True)
+class Totals(_Cost):
+    """Training time of the whole run (evaluation excluded)."""
+    device_min_per_epoch: float
+
+
+@dataclass(frozen=True)
+class Report:
+    """One training run's report. Layout of `to_dict()`: {"version": 1, "run": {...}, "subnets": [{...}, ...]
+    (at least one, unique names), "phases": [{...}, ...], "total": {...}, "evals": [...]}."""
+    run: RunInfo
+    subnets: tuple[SubnetResult, ...]
+    phases: tuple[PhaseCost, ...]
+    total: Totals
+    evals: tuple = ()  # per-epoch evaluations as the trainer logged them ({"epoch", "step", "top1": {...}})
+    version: int = REPORT_VERSION
+
+    @classmethod
+    def from_training(cls, run: RunInfo, subnets: Sequence[SubnetResult], phase_walls: Sequence[tuple],
+                      batch_size: int, world_size: int, evals: Sequence[dict] = ()) -> "Report":
+        """The report of a run from its numbers: `phase_walls` holds (name, epochs, steps, wall seconds) per
+        phase; device-hours are wall time x devices, images/s count the global batch."""
+        def cost(epochs, steps, wall):
+            return dict(epochs=epochs, steps=steps, wall_s=wall, device_hours=wall * world_size / 3600,
+                        images_per_s=steps * batch_size / wall if wall else 0.0)
+
+        phases = tuple(PhaseCost(name=name, **cost(epochs, steps, wall)) for name, epochs, steps, wall in phase_walls)
+        epochs = math.fsum(p.epochs for p in phases)
+        wall = math.fsum(p.wall_s for p in phases)
+        total = Totals(**cost(epochs, sum(p.steps for p in phases), wall),
+                       device_min_per_epoch=wall * world_size / 60 / epochs if epochs else 0.0)
+        return cls(run, tuple(subnets), phases, total, tuple(evals))
+
+    def to_dict(self) -> dict:
+        """JSON-ready; optional fields that are None (and an empty evals list) are left out."""
+        def record(obj):
+            return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if getattr(obj, f.name) is not None}
+        data = {"version": self.version, "run": record(self.run), "subnets": [record(s) for s in self.subnets],
+                "phases": [record(p) for p in self.phases], "total": record(self.total)}
+        if self.evals:
+            data["evals"] = list(self.evals)
+        return data
+
+    @classmethod
+    def from_dict(cls, data, where: str = "report") -> "Report":
+        """Validate `data` (a parsed report.json) and build the report; a ValueError names the offending key
+        path, e.g. "report['subnets'][2]['top1']". Keys this version does not know are ignored."""
+        _check_value(where, data, dict)
+        version = _require(data, "version", where, int)
+        if version != REPORT_VERSION:
+            raise ValueError(f"{where}['version'] is {version!r}; only version {REPORT_VERSION} is supported")
+        run = _record(RunInfo, _require(data, "run", where, dict), f"{where}['run']")
+        subnet_list = _require(data, "subnets", where, list)
+        if not subnet_list:
+            raise ValueError(f"{where}['subnets'] is empty; a report needs at least one evaluated subnet")
+        subnets = tuple(_record(SubnetResult, s, f"{where}['subnets'][{i}]") for i, s in enumerate(subnet_list))
+        _check_unique_names(subnets, f"{where}['subnets']")
+        phases = tuple(_record(PhaseCost, p, f"{where}['phases'][{i}]")
+                       for i, p in enumerate(_require(data, "phases", where, list)))
+        total = _record(Totals, _require(data, "total", where, dict), f"{where}['total']")
+        evals = data.get("evals", [])
+        _check_value(f"{where}['evals']", evals, list)
+        return cls(run, subnets, phases, total, tuple(evals), version)
+
+
+def _record(cls, mapping, where: str):
+    _check_value(where, mapping, dict)
+    values = {}
+    for name, (types, required) in _json_types(cls).items():
+        if required:
+            values[name] = _require(mapping, name, where, types)
+        elif mapping.get(name) is not None:
+            values[name] = _check_value(f"{where}[{name!r}]", mapping[name], types)
+    return cls(**values)
 
 
 def _require(mapping: dict, key: str, where: str, types):
@@ -85,34 +193,27 @@ def _check_value(where: str, value, types):
     return value
 
 
-def _check_fields(mapping: dict, where: str, fields):
-    for key, types, required in fields:
-        if required:
-            _require(mapping, key, where, types)
-        elif key in mapping:
-            _check_value(f"{where}[{key!r}]", mapping[key], types)
-
-
-def _check_records(records: list, where: str, fields):
-    for index, record in enumerate(records):
-        _check_value(f"{where}[{index}]", record, dict)
-        _check_fields(record, f"{where}[{index}]", fields)
-
-
-def _check_unique_names(records: list, where: str):
+def _check_unique_names(records, where: str):
     # subnet names are the rows of the side-by-side comparison, so two rows with one name would be ambiguous
     seen = {}
     for index, record in enumerate(records):
-        if record["name"] in seen:
-            raise ValueError(f"{where}[{index}]['name'] {record['name']!r} repeats {where}[{seen[record['name']]}]"
+        if record.name in seen:
+            raise ValueError(f"{where}[{index}]['name'] {record.name!r} repeats {where}[{seen[record.name]}]"
                              f"; subnet names must be unique")
-        seen[record["name"]] = index
+        seen[record.name] = index
+
+
+def validate_report(report) -> dict:
+    """Check that the dict `report` is a valid report (see `Report.from_dict`); return it unchanged."""
+    Report.from_dict(report)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- load / write
 
 def load_report(path: PathLike) -> dict:
-    """Read and validate a report.json; a missing, unreadable or invalid file raises ValueError naming it."""
+    """Read and validate a report.json and return its dict (`Report.from_dict` makes it a Report); a missing,
+    unreadable or invalid file raises ValueError naming it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -121,38 +222,38 @@ def load_report(path: PathLike) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"report file {str(path)!r} cannot be read: {error}") from None
     try:
-        report = json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"report file {str(path)!r} is not valid JSON: {error}") from None
     try:
-        return validate_report(report)
+        return validate_report(data)
     except ValueError as error:
         raise ValueError(f"report file {str(path)!r}: {error}") from None
 
 
-def write_report(out_dir: PathLike, report: dict, compare: Iterable[ReportSource] = ()) -> dict:
-    """Write report.json, report.md and pareto.png (this run and every report in `compare`, paths or dicts) into
-    `out_dir`, created if needed. Returns {"json": Path, "markdown": Path, "pareto": Path}."""
-    validate_report(report)
+def write_report(out_dir: PathLike, report: ReportSource, compare: Iterable[ReportSource] = ()) -> dict:
+    """Write report.json, report.md and pareto.png (this run and every report in `compare`: paths, dicts or
+    Reports) into `out_dir`, created if needed. Returns {"json": Path, "markdown": Path, "pareto": Path}."""
+    report = _load_one(report, "report")
     others = _load_all(compare, "compare")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "pareto": out_dir / "pareto.png"}
-    _atomic_write(paths["json"], _to_json(report).encode("utf-8"))
-    _atomic_write(paths["markdown"], render_markdown(report, others).encode("utf-8"))
+    atomic_write(paths["json"], _to_json(report).encode("utf-8"))
+    atomic_write(paths["markdown"], render_markdown(report, others).encode("utf-8"))
     plot_pareto([report, *others], paths["pareto"])
     return paths
 
 
-def _to_json(report: dict) -> str:
+def _to_json(report: Report) -> str:
     # allow_nan=False: validation already refused NaN, so this is a second guard that output stays strict JSON
-    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _load_all(sources, argument: str) -> list:
-    """Reports from a list of paths and/or dicts. A single path or dict is accepted too, because iterating a
+    """Reports from a list of paths, dicts and/or Reports. A single one is accepted too, because iterating a
     path string would otherwise silently treat each character as a file name."""
-    if isinstance(sources, (str, os.PathLike, dict)):
+    if isinstance(sources, (str, os.PathLike, dict, Report)):
         sources = [sources]
     try:
         sources = list(sources)
@@ -162,54 +263,44 @@ def _load_all(sources, argument: str) -> list:
     return [_load_one(source, f"{argument}[{index}]") for index, source in enumerate(sources)]
 
 
-def _load_one(source, where: str) -> dict:
+def _load_one(source, where: str) -> Report:
+    if isinstance(source, Report):
+        return source
     if isinstance(source, dict):
         try:
-            return validate_report(source)
+            return Report.from_dict(source)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
     if isinstance(source, (str, os.PathLike)):
-        return load_report(source)
+        return Report.from_dict(load_report(source))
     raise ValueError(f"{where} must be a report dict or a path to report.json, got {type(source).__name__}")
-
-
-def _atomic_write(final: Path, data: bytes):
-    handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}-", suffix=".tmp", dir=final.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())  # the bytes are on disk before the name points at them
-        os.replace(temp_name, final)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------- numbers
 
-def summary_row(report: dict) -> dict:
+def summary_row(report: ReportSource) -> dict:
     """The paper's Table 1 row of one run. "smallest"/"largest" are the subnets with the fewest/most MFLOPs
     (ties keep the report's order), the mean is over every evaluated subnet."""
-    validate_report(report)
+    report = _load_one(report, "report")
     by_flops = _sorted_subnets(report)
-    top1s = [subnet["top1"] for subnet in by_flops]
-    return {"name": report["run"]["name"], "schedule": report["run"]["schedule"],
-            "smallest_top1": by_flops[0]["top1"], "largest_top1": by_flops[-1]["top1"],
-            "mean_top1": sum(top1s) / len(top1s), "epochs": report["total"]["epochs"],
-            "device_min_per_epoch": report["total"]["device_min_per_epoch"],
-            "device_hours": report["total"]["device_hours"]}
+    top1s = [subnet.top1 for subnet in by_flops]
+    return {"name": report.run.name, "schedule": report.run.schedule,
+            "smallest_top1": by_flops[0].top1, "largest_top1": by_flops[-1].top1,
+            "mean_top1": sum(top1s) / len(top1s), "epochs": report.total.epochs,
+            "device_min_per_epoch": report.total.device_min_per_epoch,
+            "device_hours": report.total.device_hours}
 
 
-def _sorted_subnets(report: dict) -> list:
-    return sorted(report["subnets"], key=lambda subnet: subnet["mflops"])  # stable: ties keep report order
+def _sorted_subnets(report: Report) -> list:
+    return sorted(report.subnets, key=lambda subnet: subnet.mflops)  # stable: ties keep report order
 
 
 def run_labels(reports: list) -> list:
     """One label per report: its schedule, plus the run name where schedules repeat, plus "#k" where even the
     names repeat, so every line of a plot and every column of a table can be told apart."""
-    schedules = [report["run"]["schedule"] for report in reports]
-    labels = [schedule if schedules.count(schedule) == 1 else f"{schedule} ({report['run']['name']})"
+    reports = _load_all(reports, "reports")
+    schedules = [report.run.schedule for report in reports]
+    labels = [schedule if schedules.count(schedule) == 1 else f"{schedule} ({report.run.name})"
               for schedule, report in zip(schedules, reports)]
     return [label if labels.count(label) == 1 else f"{label} #{labels[:index].count(label) + 1}"
             for index, label in enumerate(labels)]
@@ -251,28 +342,28 @@ def format_rate(value) -> str:
 
 # --------------------------------------------------------------------------------------------------- markdown
 
-def render_markdown(report: dict, compare: Iterable[ReportSource] = ()) -> str:
+def render_markdown(report: ReportSource, compare: Iterable[ReportSource] = ()) -> str:
     """report.md: title, run description, Table 1 (this run and every `compare` report), subnets, phases."""
-    validate_report(report)
+    report = _load_one(report, "report")
     others = _load_all(compare, "compare")
-    run = report["run"]
-    lines = [f"# {run['name']}", "", _describe_run(run), ""]
-    if run.get("command"):
-        lines += [f"Command: {_inline_code(run['command'])}", ""]
+    run = report.run
+    lines = [f"# {run.name}", "", _describe_run(run), ""]
+    if run.command:
+        lines += [f"Command: {_inline_code(run.command)}", ""]
     lines += ["## Table 1", "", *_table1_lines([report, *others]), ""]
     lines += ["## Subnets", "", *_subnet_lines(report), ""]
     lines += ["## Phases", "", *_phase_lines(report)]
     return "\n".join(lines) + "\n"
 
 
-def _describe_run(run: dict) -> str:
-    parts = [f"Device: {run['device']}", f"world size {run['world_size']}", f"data {run['data']}",
-             f"space {run['space']}", f"schedule {run['schedule']}", f"torch {run.get('torch', 'n/a')}",
-             f"deps_fast {run.get('deps_fast', 'n/a')}"]
-    if "batch_size" in run:
-        parts.append(f"batch {run['batch_size']}")
-    if "resolution" in run:
-        parts.append(f"resolution {run['resolution']}")
+def _describe_run(run: RunInfo) -> str:
+    parts = [f"Device: {run.device}", f"world size {run.world_size}", f"data {run.data}",
+             f"space {run.space}", f"schedule {run.schedule}", f"torch {run.torch or 'n/a'}",
+             f"deps_fast {run.deps_fast or 'n/a'}"]
+    if run.batch_size is not None:
+        parts.append(f"batch {run.batch_size}")
+    if run.resolution is not None:
+        parts.append(f"resolution {run.resolution}")
     return " · ".join(parts)
 
 
@@ -309,20 +400,20 @@ def _table1_lines(reports: list) -> list:
 
 
 def _subnet_lines(report: dict) -> list:
-    rows = [[subnet["name"], format_mflops(subnet["mflops"]), f"{subnet['params_m']:.2f}",
-             format_top1(subnet["top1"])] for subnet in _sorted_subnets(report)]
+    rows = [[subnet.name, format_mflops(subnet.mflops), f"{subnet.params_m:.2f}",
+             format_top1(subnet.top1)] for subnet in _sorted_subnets(report)]
     return _table(("subnet", "MFLOPs", "params (M)", "top-1 %"), rows)
 
 
 def _phase_lines(report: dict) -> list:
-    rows = [_phase_row(phase["name"], phase) for phase in report["phases"]]
-    rows.append(_phase_row("**total**", report["total"]))
+    rows = [_phase_row(phase.name, phase) for phase in report.phases]
+    rows.append(_phase_row("**total**", report.total))
     return _table(("phase", "epochs", "steps", "wall time", "device-hours", "images/s"), rows)
 
 
-def _phase_row(name: str, numbers: dict) -> list:
-    return [name, format_epochs(numbers["epochs"]), str(numbers["steps"]), format_duration(numbers["wall_s"]),
-            format_significant(numbers["device_hours"]), format_rate(numbers["images_per_s"])]
+def _phase_row(name: str, numbers) -> list:
+    return [name, format_epochs(numbers.epochs), str(numbers.steps), format_duration(numbers.wall_s),
+            format_significant(numbers.device_hours), format_rate(numbers.images_per_s)]
 
 
 # ------------------------------------------------------------------------------------------------------- plot
@@ -343,7 +434,7 @@ def plot_pareto(reports, path: PathLike, title: Optional[str] = None) -> Path:
     axes = figure.add_subplot()
     for label, report in zip(run_labels(reports), reports):
         subnets = _sorted_subnets(report)
-        axes.plot([s["mflops"] for s in subnets], [s["top1"] for s in subnets], marker="o", label=label)
+        axes.plot([s.mflops for s in subnets], [s.top1 for s in subnets], marker="o", label=label)
     axes.set_xlabel("MFLOPs")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.set_title(title if title is not None else _default_title(reports))
@@ -353,12 +444,12 @@ def plot_pareto(reports, path: PathLike, title: Optional[str] = None) -> Path:
     figure.savefig(buffer, format="png", dpi=PNG_DPI)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
     return path
 
 
 def _default_title(reports: list) -> str:
-    pairs = sorted({f"{report['run']['space']} on {report['run']['data']}" for report in reports})
+    pairs = sorted({f"{report.run.space} on {report.run.data}" for report in reports})
     return "top-1 vs MFLOPs: " + ", ".join(pairs)
 
 
@@ -373,16 +464,17 @@ def combine(paths_or_reports, out_dir: PathLike) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out_dir / "comparison.md", "pareto": out_dir / "pareto.png"}
-    _atomic_write(paths["markdown"], render_comparison(reports).encode("utf-8"))
+    atomic_write(paths["markdown"], render_comparison(reports).encode("utf-8"))
     plot_pareto(reports, paths["pareto"])
     return paths
 
 
-def render_comparison(reports: list) -> str:
+def render_comparison(reports) -> str:
+    reports = _load_all(reports, "reports")
     labels = run_labels(reports)
     lines = ["# Comparison", "", "## Table 1", "", *_table1_lines(reports), "", "## Runs", ""]
-    lines += [f"- **{label}** ({report['run']['name']}): {_describe_run(report['run'])}"
-              + (f"; command {_inline_code(report['run']['command'])}" if report["run"].get("command") else "")
+    lines += [f"- **{label}** ({report.run.name}): {_describe_run(report.run)}"
+              + (f"; command {_inline_code(report.run.command)}" if report.run.command else "")
               for label, report in zip(labels, reports)]
     lines += ["", "## Subnet top-1 (%)", "", *_side_by_side_lines(reports, labels)]
     return "\n".join(lines) + "\n"
@@ -392,10 +484,10 @@ def _side_by_side_lines(reports: list, labels: list) -> list:
     """Subnet names as rows (by MFLOPs), one column per run; "–" where a run did not evaluate that subnet."""
     mflops = {}
     for report in reports:
-        for subnet in report["subnets"]:
-            mflops.setdefault(subnet["name"], subnet["mflops"])  # same space, same subnet: same MFLOPs
+        for subnet in report.subnets:
+            mflops.setdefault(subnet.name, subnet.mflops)  # same space, same subnet: same MFLOPs
     names = sorted(mflops, key=lambda name: mflops[name])
-    top1 = [{subnet["name"]: subnet["top1"] for subnet in report["subnets"]} for report in reports]
+    top1 = [{subnet.name: subnet.top1 for subnet in report.subnets} for report in reports]
     rows = [[name, format_mflops(mflops[name]),
              *(format_top1(run[name]) if name in run else "–" for run in top1)] for name in names]
     return _table(("subnet", "MFLOPs", *labels), rows)

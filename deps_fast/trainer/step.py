@@ -1,6 +1,6 @@
 """One optimizer step of any schedule, driven by the schedule's StepPlan.
 
-The step's gradient is ∇L_max + β·Σ_subnets ∇L_sub (METHOD §3): the max net with label-smoothed CE and
+The step's gradient is ∇L_max + β·Σ_subnets ∇L_sub (docs/method.md §3): the max net with label-smoothed CE and
 dropout when the phase trains it, then each sampled subnet with its loss scaled by β; one optimizer step.
 All losses go through the fused distillation loss.
 """
@@ -18,6 +18,7 @@ from deps_fast.schedules import StepPlan, subnet_generator
 
 @dataclass
 class StepResult:
+    """What one optimizer step reports back to the loop."""
     losses: dict            # name -> mean loss over micro-batches (float); names: max, min, rand0, rand1, ...
     finite: bool
     stop: bool              # some rank asked to stop (signal)

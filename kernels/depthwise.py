@@ -16,9 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from deps_fast.kernels import interpreting
+from deps_fast._util import triton_interpreting
 
-_INTERPRET = interpreting()  # fixed when the kernels are defined, as Triton itself is
+_INTERPRET = triton_interpreting()  # fixed when the kernels are defined, as Triton itself is
 
 
 @triton.jit
@@ -30,71 +30,57 @@ def _offsets(n, c, h, w, C, H, W, CHANNELS_LAST: tl.constexpr):
         return ((n * C + c) * H + h) * W + w
 
 
-@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "K"])
-def _dwconv_fwd_kernel(
-    x_ptr, w_ptr, y_ptr, C, H, W, OH, OW, K,
-    KS: tl.constexpr, STRIDE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
+@triton.jit
+def _tile(C, NP, PW, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """This program's [BLOCK_C, BLOCK_P] tile of a plane of NP pixels, PW wide: (n, c, c_ok, row, col, p_ok)."""
     n = tl.program_id(2).to(tl.int64)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    c_ok = c < C
-    oh = p // OW
-    ow = p % OW
-    p_ok = p < OH * OW
-    pad: tl.constexpr = KS // 2
-    w_base = w_ptr + c * (K * K) + ((K - KS) // 2) * (K + 1)
-    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
-    for i in tl.static_range(KS):
-        ih = oh * STRIDE - pad + i
-        h_ok = p_ok & (ih >= 0) & (ih < H)
-        for j in tl.static_range(KS):
-            iw = ow * STRIDE - pad + j
-            ok = h_ok & (iw >= 0) & (iw < W)
-            offs = _offsets(n, c[:, None], ih[None, :], iw[None, :], C, H, W, CHANNELS_LAST)
-            xv = tl.load(x_ptr + offs, mask=c_ok[:, None] & ok[None, :], other=0.0).to(tl.float32)
-            wv = tl.load(w_base + i * K + j, mask=c_ok, other=0.0)
-            acc += xv * wv[:, None]
-    y_offs = _offsets(n, c[:, None], oh[None, :], ow[None, :], C, OH, OW, CHANNELS_LAST)
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return n, c, c < C, p // PW, p % PW, p < NP
 
 
-@triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "K"])
-def _dwconv_bwd_input_kernel(
-    gy_ptr, w_ptr, gx_ptr, C, H, W, OH, OW, K,
-    KS: tl.constexpr, STRIDE: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+@triton.jit
+def _window(w_ptr, c, K, KS: tl.constexpr):
+    """Pointers to tap (0, 0) of the center KS x KS window of each channel's K x K weight."""
+    return w_ptr + c * (K * K) + ((K - KS) // 2) * (K + 1)
+
+
+@triton.jit
+def _source(d, tap, STRIDE: tl.constexpr, PAD: tl.constexpr, LIMIT, TRANSPOSED: tl.constexpr):
+    """Row (or column) of the source plane that tap `tap` of destination row `d` reads, and whether it exists.
+    Forward: src = d * STRIDE - PAD + tap. Transposed (grad input from grad output): the output row o with
+    o * STRIDE = d + PAD - tap, if that is a whole number."""
+    if TRANSPOSED:
+        t = d + PAD - tap
+        src = t // STRIDE
+        return src, (t >= 0) & (src * STRIDE == t) & (src < LIMIT)
+    else:
+        src = d * STRIDE - PAD + tap
+        return src, (src >= 0) & (src < LIMIT)
+
+
+@triton.jit(do_not_specialize=["C", "SH", "SW", "DH", "DW", "K"])
+def _dwconv_taps_kernel(
+    src_ptr, w_ptr, dst_ptr, C, SH, SW, DH, DW, K,
+    KS: tl.constexpr, STRIDE: tl.constexpr, TRANSPOSED: tl.constexpr, CHANNELS_LAST: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    # grad_x[ih, iw] = sum over taps (i, j) of grad_y[oh, ow] * w[i, j] where oh * STRIDE = ih + pad - i.
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    c_ok = c < C
-    ih = p // W
-    iw = p % W
-    p_ok = p < H * W
-    pad: tl.constexpr = KS // 2
-    w_base = w_ptr + c * (K * K) + ((K - KS) // 2) * (K + 1)
+    # dst[d] = sum over taps (i, j) of src[source(d, i, j)] * w[i, j]: the forward (x -> y) and, transposed,
+    # the input gradient (grad_y -> grad_x) are the same gather with another index rule.
+    n, c, c_ok, dh, dw, p_ok = _tile(C, DH * DW, DW, BLOCK_C, BLOCK_P)
+    w_base = _window(w_ptr, c, K, KS)
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=tl.float32)
     for i in tl.static_range(KS):
-        th = ih + pad - i
-        oh = th // STRIDE
-        h_ok = p_ok & (th >= 0) & (oh * STRIDE == th) & (oh < OH)
+        sh, h_ok = _source(dh, i, STRIDE, KS // 2, SH, TRANSPOSED)
         for j in tl.static_range(KS):
-            tw = iw + pad - j
-            ow = tw // STRIDE
-            ok = h_ok & (tw >= 0) & (ow * STRIDE == tw) & (ow < OW)
-            offs = _offsets(n, c[:, None], oh[None, :], ow[None, :], C, OH, OW, CHANNELS_LAST)
-            gv = tl.load(gy_ptr + offs, mask=c_ok[:, None] & ok[None, :], other=0.0).to(tl.float32)
+            sw, w_ok = _source(dw, j, STRIDE, KS // 2, SW, TRANSPOSED)
+            ok = p_ok & h_ok & w_ok
+            offs = _offsets(n, c[:, None], sh[None, :], sw[None, :], C, SH, SW, CHANNELS_LAST)
+            sv = tl.load(src_ptr + offs, mask=c_ok[:, None] & ok[None, :], other=0.0).to(tl.float32)
             wv = tl.load(w_base + i * K + j, mask=c_ok, other=0.0)
-            acc += gv * wv[:, None]
-    x_offs = _offsets(n, c[:, None], ih[None, :], iw[None, :], C, H, W, CHANNELS_LAST)
-    tl.store(gx_ptr + x_offs, acc.to(gx_ptr.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
+            acc += sv * wv[:, None]
+    d_offs = _offsets(n, c[:, None], dh[None, :], dw[None, :], C, DH, DW, CHANNELS_LAST)
+    tl.store(dst_ptr + d_offs, acc.to(dst_ptr.dtype.element_ty), mask=c_ok[:, None] & p_ok[None, :])
 
 
 @triton.jit(do_not_specialize=["C", "H", "W", "OH", "OW", "P_PER_CHUNK"])
@@ -163,29 +149,29 @@ def _empty(shape, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
 
 
+def _taps(src: torch.Tensor, w: torch.Tensor, k: int, stride: int, dst_hw: tuple, transposed: bool,
+          channels_last: bool) -> torch.Tensor:
+    N, C, SH, SW = src.shape
+    DH, DW = dst_hw
+    src = _contiguous(src, channels_last)
+    dst = _empty((N, C, DH, DW), src, channels_last)
+    bc, bp = _blocks(C, DH * DW, channels_last)
+    grid = (triton.cdiv(DH * DW, bp), triton.cdiv(C, bc), N)
+    _dwconv_taps_kernel[grid](src, w, dst, C, SH, SW, DH, DW, w.shape[-1], KS=k, STRIDE=stride, TRANSPOSED=transposed,
+                              CHANNELS_LAST=channels_last, BLOCK_C=bc, BLOCK_P=bp)
+    return dst
+
+
 def forward(x: torch.Tensor, w: torch.Tensor, k: int, stride: int, channels_last: bool) -> torch.Tensor:
     """x [N, C, H, W]; w [C_w, K, K] float32 contiguous. Returns [N, C, OH, OW] in x's dtype and layout."""
-    N, C, H, W = x.shape
-    OH, OW = _out_size(H, k, stride), _out_size(W, k, stride)
-    x = _contiguous(x, channels_last)
-    y = _empty((N, C, OH, OW), x, channels_last)
-    bc, bp = _blocks(C, OH * OW, channels_last)
-    grid = (triton.cdiv(OH * OW, bp), triton.cdiv(C, bc), N)
-    _dwconv_fwd_kernel[grid](x, w, y, C, H, W, OH, OW, w.shape[-1], KS=k, STRIDE=stride,
-                             CHANNELS_LAST=channels_last, BLOCK_C=bc, BLOCK_P=bp)
-    return y
+    H, W = x.shape[-2:]
+    return _taps(x, w, k, stride, (_out_size(H, k, stride), _out_size(W, k, stride)), False, channels_last)
 
 
 def backward_input(gy: torch.Tensor, w: torch.Tensor, k: int, stride: int, H: int, W: int,
                    channels_last: bool) -> torch.Tensor:
-    N, C, OH, OW = gy.shape
-    gy = _contiguous(gy, channels_last)
-    gx = _empty((N, C, H, W), gy, channels_last)
-    bc, bp = _blocks(C, H * W, channels_last)
-    grid = (triton.cdiv(H * W, bp), triton.cdiv(C, bc), N)
-    _dwconv_bwd_input_kernel[grid](gy, w, gx, C, H, W, OH, OW, w.shape[-1], KS=k, STRIDE=stride,
-                                   CHANNELS_LAST=channels_last, BLOCK_C=bc, BLOCK_P=bp)
-    return gx
+    """grad_y [N, C, OH, OW] -> grad_x [N, C, H, W] in grad_y's dtype and layout."""
+    return _taps(gy, w, k, stride, (H, W), True, channels_last)
 
 
 def _target_programs(device: torch.device) -> int:

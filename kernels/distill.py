@@ -15,9 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from deps_fast.kernels import interpreting
+from deps_fast._util import triton_interpreting
 
-_INTERPRET = interpreting()  # fixed when the kernels are defined, as Triton itself is
+_INTERPRET = triton_interpreting()  # fixed when the kernels are defined, as Triton itself is
 
 
 @triton.jit
