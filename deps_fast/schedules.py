@@ -42,21 +42,24 @@ LR_FLOOR = 0.01
 
 TEACHERS = ("none", "inplace", "frozen")
 
-# DεpS: 5 ramp epochs in the authors' 270-epoch ImageNet run. BigNAS: 5 warmup epochs in 400 (our choice,
+# DεpS: 5 ramp epochs at the full budget of any data set (the authors' 270-epoch ImageNet run; 5 again in
+# their CIFAR code). BigNAS: 5 warmup epochs in 400 (our choice,
 # following AttentiveNAS/AlphaNet configs; the BigNAS paper gives no number for our setting).
 _DEPS_PAPER_EPS_EPOCHS = 5.0
 _BIGNAS_PAPER_WARMUP_EPOCHS = 5.0
 
 # OFA progressive shrinking at the paper's budget: (name, epochs, warmup epochs, subnets per step, LR relative
-# to the kernel phase). OFA's LRs at batch 2048 are 0.96 (kernel), 0.08 and 0.24; expressing them relative to
-# 0.96 lets `lr` be whatever the kernel phase (and the teacher) uses at our batch size.
+# to the full model's). OFA's LRs at batch 2048 are 2.6 (the full model, "teacher"), 0.96 (kernel), 0.08 and
+# 0.24; as ratios of 2.6, one `lr` (the full model's peak, as for DεpS and BigNAS) gives OFA's whole recipe at
+# any batch size.
+_OFA_TEACHER_LR = 2.6
 _OFA_PAPER_PHASES = (
     ("teacher", 180.0, 0.0, 0, 1.0),
-    ("kernel", 125.0, 5.0, 1, 1.0),
-    ("depth_34", 25.0, 0.0, 2, 0.08 / 0.96),
-    ("depth_234", 125.0, 5.0, 2, 0.24 / 0.96),
-    ("expand_46", 25.0, 0.0, 4, 0.08 / 0.96),
-    ("expand_346", 125.0, 5.0, 4, 0.24 / 0.96),
+    ("kernel", 125.0, 5.0, 1, 0.96 / _OFA_TEACHER_LR),
+    ("depth_34", 25.0, 0.0, 2, 0.08 / _OFA_TEACHER_LR),
+    ("depth_234", 125.0, 5.0, 2, 0.24 / _OFA_TEACHER_LR),
+    ("expand_46", 25.0, 0.0, 4, 0.08 / _OFA_TEACHER_LR),
+    ("expand_346", 125.0, 5.0, 4, 0.24 / _OFA_TEACHER_LR),
 )
 
 
@@ -85,7 +88,7 @@ class Phase:
     teacher: "none" | "inplace" (the max net's detached logits of the same step) | "frozen" (snapshot of the
     trained full model, OFA). subnet_label_loss: subnets also get label-smoothed CE (OFA: CE + KD).
     beta_ramp: subnet gradients scaled by β_t (DεpS ε-ramp). sort_channels: run OFA's channel reorganization
-    once on the first step of this phase. kernel_sizes / depths / expand_ratios: the sampled space, None = all
+    once on the first step of this phase, at OFA's stage `sort_stage` (models.reorganize). kernel_sizes / depths / expand_ratios: the sampled space, None = all
     of the supernet's choices; stored sorted.
     """
 
@@ -101,6 +104,7 @@ class Phase:
     subnet_label_loss: bool = False
     beta_ramp: bool = False
     sort_channels: bool = False
+    sort_stage: int = 0
     kernel_sizes: tuple[int, ...] | None = None
     depths: tuple[int, ...] | None = None
     expand_ratios: tuple[int, ...] | None = None
@@ -114,6 +118,7 @@ class Phase:
             "lr_group": _validate.integer("lr_group", self.lr_group, minimum=0),
             "warmup_epochs": _validate.non_negative("warmup_epochs", self.warmup_epochs),
             "n_random": _validate.integer("n_random", self.n_random, minimum=0),
+            "sort_stage": _validate.integer("sort_stage", self.sort_stage, minimum=0),
         }
         for flag in ("train_max", "include_min", "subnet_label_loss", "beta_ramp", "sort_channels"):
             _validate.boolean(flag, getattr(self, flag))
@@ -398,49 +403,63 @@ def _scaled(paper_value: float, epochs: float, paper_epochs: float) -> float:
     return paper_value * epochs / paper_epochs
 
 
-def _deps_eps_epochs(eps_epochs, epochs: float, fm_epochs: float) -> float:
-    """E_ε: default 5 epochs per 270 of budget, clamped to E_fm; an explicit value must fit inside E_fm."""
+def _deps_eps_epochs(eps_epochs, epochs: float, fm_epochs: float, full_epochs: float) -> float:
+    """E_ε: default the authors' 5 epochs at the full budget, scaled by epochs / full_epochs (so only the
+    budget scale shortens it) and clamped to E_fm; an explicit value must fit inside E_fm; 0 = no ramp."""
     if eps_epochs is None:
-        return min(_scaled(_DEPS_PAPER_EPS_EPOCHS, epochs, PAPER_EPOCHS["deps"]), fm_epochs)
-    eps_epochs = _validate.positive("eps_epochs", eps_epochs)
+        return min(_scaled(_DEPS_PAPER_EPS_EPOCHS, epochs, full_epochs), fm_epochs)
+    eps_epochs = _validate.non_negative("eps_epochs", eps_epochs)
     if eps_epochs > fm_epochs * (1 + 1e-9):
         raise ValueError(f"eps_epochs must be <= the FM-warmup's end E_fm = fm_fraction * epochs = "
                          f"{fm_epochs!r} (the ramp ends at E_fm), got {eps_epochs!r}")
     return min(eps_epochs, fm_epochs)
 
 
+def authors_sort_stage(expand_ratios) -> int:
+    """The stage the authors (and OFA) sort with: len(expand ratios) - 2, at least 0 (1 for {3, 4, 6})."""
+    return max(0, len(expand_ratios) - 2) if expand_ratios is not None else 1
+
+
 def deps(epochs: float = PAPER_EPOCHS["deps"], *, lr: float, steps_per_epoch: int, fm_fraction: float = 0.5,
          eps_epochs: float | None = None, n_random: int = 2, warmup_epochs: float = 0.0,
+         sort_stage: int | None = None, full_epochs: float = PAPER_EPOCHS["deps"],
          kernel_sizes=None, depths=None, expand_ratios=None, lr_floor: float = LR_FLOOR) -> Schedule:
     """DεpS (docs/method.md §3): one warmup+cosine curve over the whole run, in three phases.
 
     fm_warmup  [0, E_fm − E_ε): the max net alone (label-smoothed CE, dropout).
     eps_ramp   [E_fm − E_ε, E_fm): sandwich (max, min, n_random random), in-place KD, β_t ramp, channel
-               sort on its first step.
+               sort (at `sort_stage`) on its first step.
     shrink     [E_fm, epochs): the same with β = 1.
-    E_fm = fm_fraction · epochs (0 < fm_fraction < 1; authors ≈ 0.5: 150 of 270 ImageNet, 100 of 200 CIFAR).
-    E_ε = eps_epochs, default 5 · epochs / 270 (the authors' 5 epochs at 270, proportional for other budgets),
-    clamped to E_fm; when E_ε = E_fm the fm_warmup phase is empty and left out (the ramp starts at step 0).
-    An explicit eps_epochs larger than E_fm is an error. warmup_epochs (default 0) is the curve's warmup.
-    kernel_sizes / depths / expand_ratios restrict the sampled space (authors: kernel_sizes=(7,)).
+    E_fm = fm_fraction · epochs (0 < fm_fraction < 1; authors: 150 of 270 on ImageNet, 100 of 200 CIFAR).
+    E_ε = eps_epochs, default 5 · epochs / full_epochs (the authors' 5 epochs at a data set's full budget,
+    `full_epochs`: 270 on ImageNet, 200 on CIFAR), clamped to E_fm; when E_ε = E_fm the fm_warmup phase is
+    empty and left out (the ramp starts at step 0). An explicit eps_epochs larger than E_fm is an error;
+    eps_epochs = 0 is DεpS without ε-shrinking (the paper's ablation: β = 1 as soon as shrinking starts, the
+    sort on shrink's first step). sort_stage: OFA's sort stage, default the authors' (authors_sort_stage).
+    warmup_epochs (default 0, as the authors) is the curve's warmup. kernel_sizes / depths / expand_ratios
+    restrict the sampled space (authors: kernel_sizes=(7,)).
     """
     epochs = _validate.positive("epochs", epochs)
     _validate.positive("lr", lr)
+    full_epochs = _validate.positive("full_epochs", full_epochs)
     fm_fraction = _validate.real("fm_fraction", fm_fraction, "a fraction strictly between 0 and 1",
                                 lambda v: 0 < v < 1)
     fm_epochs = fm_fraction * epochs
-    eps = _deps_eps_epochs(eps_epochs, epochs, fm_epochs)
+    eps = _deps_eps_epochs(eps_epochs, epochs, fm_epochs, full_epochs)
+    if sort_stage is None:
+        sort_stage = authors_sort_stage(expand_ratios)
     space = {"kernel_sizes": kernel_sizes, "depths": depths, "expand_ratios": expand_ratios}
     curve = {"lr": lr, "lr_group": 0, "warmup_epochs": warmup_epochs}
     shrinking = {**curve, **space, "train_max": True, "n_random": n_random, "include_min": True,
                  "teacher": "inplace", "subnet_label_loss": False}
+    sort = {"sort_channels": True, "sort_stage": sort_stage}
     phases = [
         Phase("fm_warmup", fm_epochs - eps, train_max=True, **curve, **space),
-        Phase("eps_ramp", eps, beta_ramp=True, sort_channels=True, **shrinking),
-        Phase("shrink", epochs - fm_epochs, **shrinking),
+        Phase("eps_ramp", eps, beta_ramp=True, **sort, **shrinking),
+        Phase("shrink", epochs - fm_epochs, **(sort if eps == 0 else {}), **shrinking),
     ]
-    return Schedule("deps", tuple(p for p in phases if p.epochs > 0), steps_per_epoch, lr_floor,
-                    eps_start_epoch=fm_epochs - eps, eps_end_epoch=fm_epochs)
+    ramp = {"eps_start_epoch": fm_epochs - eps, "eps_end_epoch": fm_epochs} if eps > 0 else {}
+    return Schedule("deps", tuple(p for p in phases if p.epochs > 0), steps_per_epoch, lr_floor, **ramp)
 
 
 def ofa(epochs: float = PAPER_EPOCHS["ofa"], *, lr: float, steps_per_epoch: int,
@@ -448,10 +467,10 @@ def ofa(epochs: float = PAPER_EPOCHS["ofa"], *, lr: float, steps_per_epoch: int,
     """OFA progressive shrinking (docs/method.md §4), every phase length scaled by epochs / 605.
 
     At 605 epochs: teacher 180 (max net only), kernel 125 (5 warmup, 1 subnet/step), depth_34 25 (2),
-    depth_234 125 (5 warmup, 2), expand_46 25 (4, channel sort), expand_346 125 (5 warmup, 4, channel sort).
-    Each phase is its own lr_group (its own warmup, then cosine). LRs: teacher and kernel at `lr`; the short
-    phases at lr · 0.08/0.96 and the long ones at lr · 0.24/0.96 (OFA's 0.96/0.08/0.24 at batch 2048, relative
-    to the kernel phase). Subnets get label-smoothed CE + KD from the frozen trained full model; the max net is
+    depth_234 125 (5 warmup, 2), expand_46 25 (4, channel sort at stage 0), expand_346 125 (5 warmup, 4,
+    channel sort at stage 1, keeping the e = 4 prefix). Each phase is its own lr_group (its own warmup, then
+    cosine). `lr` is the full model's peak (OFA: 2.6 at batch 2048): the teacher phase trains at lr, the kernel
+    phase at lr · 0.96/2.6, the short phases at lr · 0.08/2.6 and the long ones at lr · 0.24/2.6. Subnets get label-smoothed CE + KD from the frozen trained full model; the max net is
     not trained separately after the teacher phase. The supernet's choices (kernel_sizes, depths,
     expand_ratios) define the restrictions: depth_34 / expand_46 use the two largest, later phases all, and
     kernels (then depths) stay elastic once opened. A single choice gives a degenerate but valid phase.
@@ -481,20 +500,21 @@ def ofa(epochs: float = PAPER_EPOCHS["ofa"], *, lr: float, steps_per_epoch: int,
             name, _scaled(paper_epochs, epochs, paper), lr * lr_scale, group,
             warmup_epochs=_scaled(paper_warmup, epochs, paper), train_max=not shrinking, n_random=n_random,
             teacher="frozen" if shrinking else "none", subnet_label_loss=shrinking,
-            sort_channels=name.startswith("expand"), kernel_sizes=k, depths=d, expand_ratios=e))
+            sort_channels=name.startswith("expand"), sort_stage=authors_sort_stage(e), kernel_sizes=k, depths=d,
+            expand_ratios=e))
     return Schedule("ofa", tuple(phases), steps_per_epoch, lr_floor)
 
 
 def bignas(epochs: float = PAPER_EPOCHS["bignas"], *, lr: float, steps_per_epoch: int, n_random: int = 2,
-           warmup_epochs: float | None = None, kernel_sizes=None, depths=None, expand_ratios=None,
-           lr_floor: float = LR_FLOOR) -> Schedule:
+           warmup_epochs: float | None = None, full_epochs: float = PAPER_EPOCHS["bignas"], kernel_sizes=None,
+           depths=None, expand_ratios=None, lr_floor: float = LR_FLOOR) -> Schedule:
     """BigNAS sandwich rule from scratch (docs/method.md §5): one "sandwich" phase: max (label-smoothed CE, dropout)
     + min + n_random random subnets with in-place KD, no FM-warmup, no β ramp, one warmup+cosine curve.
-    warmup_epochs defaults to 5 · epochs / 400 (5 epochs at the paper's 400, proportional otherwise)."""
+    warmup_epochs defaults to 5 · epochs / full_epochs (5 epochs at the full budget, 400 in the paper)."""
     epochs = _validate.positive("epochs", epochs)
     _validate.positive("lr", lr)
     if warmup_epochs is None:
-        warmup_epochs = _scaled(_BIGNAS_PAPER_WARMUP_EPOCHS, epochs, PAPER_EPOCHS["bignas"])
+        warmup_epochs = _scaled(_BIGNAS_PAPER_WARMUP_EPOCHS, epochs, _validate.positive("full_epochs", full_epochs))
     phase = Phase("sandwich", epochs, lr, 0, warmup_epochs=warmup_epochs, train_max=True, n_random=n_random,
                   include_min=True, teacher="inplace", kernel_sizes=kernel_sizes, depths=depths,
                   expand_ratios=expand_ratios)
@@ -505,9 +525,10 @@ _FACTORIES = {"deps": deps, "ofa": ofa, "bignas": bignas}
 
 
 def make_schedule(name: str, *, epochs: float | None = None, budget_scale: float | None = None,
-                  steps_per_epoch: int, lr: float, **kwargs) -> Schedule:
-    """Schedule `name` with epochs given directly or as budget_scale · PAPER_EPOCHS[name] (exactly one of
-    the two); kwargs go to the factory (deps / ofa / bignas)."""
+                  steps_per_epoch: int, lr: float, full_epochs: float | None = None, **kwargs) -> Schedule:
+    """Schedule `name` with epochs given directly or as budget_scale · full_epochs (exactly one of the two);
+    full_epochs is the schedule's full budget on the data set (default PAPER_EPOCHS[name], the paper's
+    ImageNet budget); kwargs go to the factory (deps / ofa / bignas)."""
     if name not in _FACTORIES:
         raise ValueError(f"name must be one of {sorted(_FACTORIES)}, got {name!r}")
     if epochs is not None and budget_scale is not None:
@@ -515,8 +536,11 @@ def make_schedule(name: str, *, epochs: float | None = None, budget_scale: float
                          f"budget_scale={budget_scale!r}")
     if epochs is None and budget_scale is None:
         raise ValueError("one of epochs or budget_scale is required; got neither")
+    full_epochs = PAPER_EPOCHS[name] if full_epochs is None else _validate.positive("full_epochs", full_epochs)
     if epochs is None:
-        epochs = PAPER_EPOCHS[name] * _validate.positive("budget_scale", budget_scale)
+        epochs = full_epochs * _validate.positive("budget_scale", budget_scale)
+    if name != "ofa":  # DεpS's ramp and BigNAS's warmup are set at the full budget; OFA's phases are fractions
+        kwargs["full_epochs"] = full_epochs
     return _FACTORIES[name](epochs, lr=lr, steps_per_epoch=steps_per_epoch, **kwargs)
 
 

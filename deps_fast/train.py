@@ -11,10 +11,15 @@ def main(argv: Optional[list] = None) -> int:
     an error keeps its traceback: it is a bug or a fault worth reporting, not a user's typo."""
     from deps_fast.ops import BackendUnavailable
     from deps_fast.trainer.loop import Trainer
-    from deps_fast.trainer.options import parse_options
+    from deps_fast.trainer.options import parse_command_line
+    from deps_fast.trainer.plan import print_plan
 
     try:
-        trainer = Trainer(parse_options(argv))
+        options, mode = parse_command_line(argv)
+        if mode is not None:  # --plan / --plan-json: no data is read, nothing trains
+            print_plan(options, as_json=mode == "plan-json")
+            return 0
+        trainer = Trainer(options)
     except (ValueError, BackendUnavailable, ImportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

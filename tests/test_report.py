@@ -110,16 +110,40 @@ def test_validate_rejects_non_dict():
 def test_summary_row_by_hand():
     row = summary_row(fake_report())
     assert row["schedule"] == "deps"
-    assert row["smallest_top1"] == 91.2  # "min", 12.3 MFLOPs, listed second
+    assert row["smallest_top1"] == 93.5  # D2-E3-K7, the paper's comparison point
     assert row["largest_top1"] == 95.0  # "max", 80.6 MFLOPs
-    assert row["mean_top1"] == pytest.approx((91.2 + 93.5 + 94.25 + 95.0) / 4)
+    assert row["mean_top1"] == 93.5 and row["mean_count"] == 1  # the only uniform K7 subnet here
+    assert (row["min_name"], row["min_top1"]) == ("min", 91.2)  # fewest MFLOPs, reported apart
     assert (row["epochs"], row["device_min_per_epoch"], row["device_hours"]) == (4.0, 1.25, 0.0833)
+
+
+def ofa_like_report(with_configs):
+    """OFA's final subnets: its min is K3, the six uniform K7 subnets and the max (D4-E6-K7)."""
+    names = [("D2-E3-K3 (min)", 2, 3, 3, 40.0, 70.0), ("D2-E3-K7", 2, 3, 7, 45.1, 80.0),
+             ("D3-E3-K7", 3, 3, 7, 68.3, 82.0), ("D4-E3-K7", 4, 3, 7, 91.5, 83.0), ("D4-E4-K7", 4, 4, 7, 120.8, 84.0),
+             ("D3-E6-K7", 3, 6, 7, 132.9, 85.0), ("D4-E6-K7 (max)", 4, 6, 7, 179.7, 86.0)]
+    report = fake_report("ofa")
+    report["subnets"] = [{"name": name if not with_configs else f"subnet {i}", "mflops": mf, "params_m": 1.0,
+                          "top1": top1, **({"config": {"ks": [k] * 20, "es": [e] * 20, "ds": [d] * 5}}
+                                           if with_configs else {})}
+                         for i, (name, d, e, k, mf, top1) in enumerate(names)]
+    return report
+
+
+@pytest.mark.parametrize("with_configs", [False, True])
+def test_table1_compares_the_papers_subnets_not_the_min(with_configs):
+    row = summary_row(ofa_like_report(with_configs))
+    assert row["smallest_top1"] == 80.0  # D2-E3-K7, not OFA's K3 min
+    assert row["largest_top1"] == 86.0
+    assert row["mean_top1"] == pytest.approx((80 + 82 + 83 + 84 + 85 + 86) / 6) and row["mean_count"] == 6
+    assert row["min_top1"] == 70.0 and row["comparison"].startswith("D2-E3-K7")
 
 
 def test_summary_row_single_subnet():
     report = fake_report(top1={"max": 77.0})
     row = summary_row(report)
-    assert row["smallest_top1"] == row["largest_top1"] == row["mean_top1"] == 77.0
+    assert row["smallest_top1"] == row["largest_top1"] == row["mean_top1"] == row["min_top1"] == 77.0
+    assert row["comparison"].startswith("fallback")
 
 
 def test_format_significant():
@@ -143,10 +167,10 @@ def test_markdown_layout():
     assert "cpu (AMD EPYC, 2 threads)" in markdown and "world size 1" in markdown
     assert "torch 2.13.0" in markdown and "deps_fast 0.1.0" in markdown
     assert "`python -m deps_fast.train --schedule deps`" in markdown
-    assert table_rows(markdown, TABLE1_HEADER) == [
-        ["deps", "91.20", "95.00", "93.49", "4", "1.25", "0.0833"],  # mean 373.95 / 4 = 93.4875
-        ["ofa", "88.00", "94.00", "90.83", "4", "1.25", "0.250"],  # mean 272.5 / 3 = 90.833
-        ["bignas", "89.50", "94.50", "92.25", "4", "1.25", "0.125"],  # mean 369 / 4 = 92.25
+    assert table_rows(markdown, TABLE1_HEADER) == [  # D2-E3-K7 is the only uniform K7 subnet of these fakes
+        ["deps", "93.50", "95.00", "93.50", "91.20 (min)", "4", "1.25", "0.0833", "fixed"],
+        ["ofa", "90.50", "94.00", "90.50", "88.00 (min)", "4", "1.25", "0.250", "fixed"],
+        ["bignas", "92.00", "94.50", "92.00", "89.50 (min)", "4", "1.25", "0.125", "fixed"],
     ]
     subnets = table_rows(markdown, ("subnet", "MFLOPs", "params (M)", "top-1 %"))
     assert subnets == [["min", "12.3", "0.41", "91.20"], ["D2-E3-K7", "30.0", "0.90", "93.50"],
@@ -246,9 +270,9 @@ def test_combine(tmp_path):
     assert [p.name for p in paths.values()] == ["comparison.md", "pareto.png"]
     assert_png(paths["pareto"])
     markdown = paths["markdown"].read_text(encoding="utf-8")
-    assert [row[:4] for row in table_rows(markdown, TABLE1_HEADER)] == [
-        ["deps", "91.20", "95.00", "93.49"], ["ofa", "88.00", "94.00", "90.83"],
-        ["bignas", "89.50", "94.50", "92.25"]]
+    assert [row[:5] for row in table_rows(markdown, TABLE1_HEADER)] == [
+        ["deps", "93.50", "95.00", "93.50", "91.20 (min)"], ["ofa", "90.50", "94.00", "90.50", "88.00 (min)"],
+        ["bignas", "92.00", "94.50", "92.00", "89.50 (min)"]]
     assert table_rows(markdown, ("subnet", "MFLOPs", "deps", "ofa", "bignas")) == [
         ["min", "12.3", "91.20", "88.00", "89.50"],
         ["D2-E3-K7", "30.0", "93.50", "90.50", "92.00"],

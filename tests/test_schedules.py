@@ -99,9 +99,10 @@ def test_lr_is_one_curve_across_deps_phases():
 
 
 def test_ofa_lr_per_phase_by_hand():
-    s = ofa(lr=0.96, steps_per_epoch=1)
-    assert s.lr_at(0) == pytest.approx(0.96)
-    assert s.lr_at(179) == pytest.approx(0.96 * 0.01)
+    # lr is the full model's peak: OFA trains its teacher at 2.6 (batch 2048), then the kernel phase at 0.96
+    s = ofa(lr=2.6, steps_per_epoch=1)
+    assert s.lr_at(0) == pytest.approx(2.6)
+    assert s.lr_at(179) == pytest.approx(2.6 * 0.01)
     # kernel: 5 warmup steps from step 180, then 120 cosine steps
     assert s.lr_at(180) == pytest.approx(0.96 / 5)
     assert s.lr_at(184) == pytest.approx(0.96)
@@ -118,9 +119,10 @@ def test_ofa_lr_per_phase_by_hand():
     assert s.lr_at(604) == pytest.approx(0.24 * 0.01)
 
 
-def test_ofa_lrs_relative_to_kernel_phase():
+def test_ofa_lrs_relative_to_the_full_model():
     s = ofa(lr=0.3, steps_per_epoch=1)
-    assert [p.lr for p in s.phases] == pytest.approx([0.3, 0.3, 0.3 / 12, 0.3 / 4, 0.3 / 12, 0.3 / 4])
+    assert [p.lr for p in s.phases] == pytest.approx(
+        [0.3, 0.3 * 0.96 / 2.6, 0.3 * 0.08 / 2.6, 0.3 * 0.24 / 2.6, 0.3 * 0.08 / 2.6, 0.3 * 0.24 / 2.6])
 
 
 def test_bignas_lr_by_hand():
@@ -135,8 +137,8 @@ def test_bignas_lr_by_hand():
 
 
 def test_lr_floor_is_a_fraction_of_each_peak():
-    s = ofa(lr=0.96, steps_per_epoch=1, lr_floor=0.1)
-    assert s.lr_at(179) == pytest.approx(0.096) and s.lr_at(329) == pytest.approx(0.008)
+    s = ofa(lr=2.6, steps_per_epoch=1, lr_floor=0.1)
+    assert s.lr_at(179) == pytest.approx(0.26) and s.lr_at(329) == pytest.approx(0.008)
 
 
 # ------------------------------------------------------------------------------------------------------ β
@@ -217,6 +219,8 @@ def test_ofa_restrictions_and_losses():
     }
     assert [p.n_random for p in phases.values()] == [0, 1, 2, 2, 4, 4]
     assert [p.sort_channels for p in phases.values()] == [False, False, False, False, True, True]
+    # OFA: stage 0 before expand {4,6}, stage 1 before expand {3,4,6} (keeps the e = 4 prefix)
+    assert [phases["expand_46"].sort_stage, phases["expand_346"].sort_stage] == [0, 1]
     teacher = phases.pop("teacher")
     assert teacher.train_max and teacher.teacher == "none"
     for p in phases.values():
@@ -331,7 +335,7 @@ def test_subnet_generator_rejects_bad_arguments(args, word):
     (deps, {"steps_per_epoch": 0}, "steps_per_epoch"),
     (deps, {"fm_fraction": 1.0}, "fm_fraction"),
     (deps, {"fm_fraction": 0}, "fm_fraction"),
-    (deps, {"eps_epochs": 0}, "eps_epochs"),
+    (deps, {"eps_epochs": -1}, "eps_epochs"),  # 0 is valid: DεpS without ε-shrinking
     (deps, {"n_random": -1}, "n_random"),
     (deps, {"warmup_epochs": -1}, "warmup_epochs"),
     (deps, {"warmup_epochs": 30}, "warmup_epochs"),
@@ -382,3 +386,32 @@ def test_schedule_rejects_inconsistent_phases():
         Schedule("x", (a, ramp), 10, eps_start_epoch=1, eps_end_epoch=2)
     with pytest.raises(ValueError, match="eps_start_epoch"):
         Schedule("x", (a,), 10, eps_start_epoch=1, eps_end_epoch=2)
+
+
+# ----------------------------------------------------------------------------- the authors' recipe (issue 11)
+def test_deps_sorts_at_the_authors_stage_by_default():
+    ramp = {p.name: p for p in deps(27, lr=0.1, steps_per_epoch=10, expand_ratios=(3, 4, 6)).phases}["eps_ramp"]
+    assert ramp.sort_channels and ramp.sort_stage == 1  # len([3, 4, 6]) - 2, as the authors call it
+    one = {p.name: p for p in deps(27, lr=0.1, steps_per_epoch=10, expand_ratios=(6,)).phases}["eps_ramp"]
+    assert one.sort_stage == 0
+    chosen = {p.name: p for p in deps(27, lr=0.1, steps_per_epoch=10, sort_stage=0).phases}["eps_ramp"]
+    assert chosen.sort_stage == 0
+
+
+def test_eps_ramp_is_five_epochs_at_any_data_sets_full_budget():
+    # CIFAR: 200 epochs is the full budget, so the ramp is the authors' 5 epochs (not 5 * 200 / 270 = 3.7)
+    cifar = make_schedule("deps", budget_scale=1.0, full_epochs=200, steps_per_epoch=10, lr=0.1)
+    assert cifar.total_epochs() == pytest.approx(200)
+    assert cifar.eps_end_epoch - cifar.eps_start_epoch == pytest.approx(5.0)
+    tenth = make_schedule("deps", budget_scale=0.1, full_epochs=200, steps_per_epoch=10, lr=0.1)
+    assert tenth.eps_end_epoch - tenth.eps_start_epoch == pytest.approx(0.5)  # only the budget scale shortens it
+    imagenet = make_schedule("deps", budget_scale=1.0, steps_per_epoch=10, lr=2.6, fm_fraction=150 / 270)
+    assert (imagenet.eps_start_epoch, imagenet.eps_end_epoch) == pytest.approx((145.0, 150.0))
+
+
+def test_deps_without_eps_shrinking_is_the_papers_ablation():
+    s = deps(27, lr=0.4, steps_per_epoch=10, eps_epochs=0)
+    phases = {p.name: p for p in s.phases}
+    assert list(phases) == ["fm_warmup", "shrink"] and bounds(s) == [(0, 135), (135, 270)]
+    assert phases["shrink"].sort_channels and phases["shrink"].sort_stage == 1
+    assert s.eps_start_epoch is None and {s.beta_at(t) for t in range(s.total_steps())} == {1.0}

@@ -4,6 +4,13 @@ Importance of a middle channel = L1 norm of its projection weights (OFA's re_org
 channels are then sorted by the L1 norm of their SE-expand weights. Every tensor that indexes the middle (or
 SE) channels is permuted the same way, so the max net computes the same function, and so is the optimizer's
 per-parameter state (momentum buffers, Adam moments), which the DεpS authors' code forgets.
+
+Stages (OFA's `expand_ratio_stage`): with the block's widths w_0 > w_1 > ... (one per expand ratio, largest
+first), stage s adds OFA's offsets to the importances before sorting: for i = 1..s the channels [w_i, w_(i-1))
+get (i - n) * 1e5 (n = number of expand ratios), so every band stays behind the narrower prefix in front of it
+and is sorted within itself. Stage 0 is the global sort. OFA sorts with stage 0 before its expand {4,6} phase
+and stage 1 before expand {3,4,6}, keeping the e = 4 prefix that the previous phase trained; the DεpS
+authors use stage 1 when shrinking starts (docs/method.md §3-4).
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from deps_fast import _validate
 from deps_fast.models.layers import ElasticMBConv
 
 
@@ -41,8 +49,22 @@ def _sort_desc(importance: torch.Tensor) -> torch.Tensor:
     return torch.sort(importance, descending=True, stable=True).indices
 
 
-def reorganize_block(block: ElasticMBConv, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-    order = _sort_desc(block.project.weight.detach().abs().sum(dim=(0, 2, 3)))
+def staged_importance(block: ElasticMBConv, stage: int = 0) -> torch.Tensor:
+    """The middle channels' importances with OFA's stage offsets added (in the weights' dtype, as OFA does)."""
+    importance = block.project.weight.detach().abs().sum(dim=(0, 2, 3))
+    widths = [block.middle_channels(e) for e in sorted(block.expand_ratios, reverse=True)]
+    stage = min(stage, len(widths) - 1)  # OFA would index past its list; a stage that high has nothing more to keep
+    right, base = len(importance), -len(widths) * 1e5
+    for i in range(stage + 1):
+        left = widths[i]
+        importance[left:right] += base
+        base += 1e5
+        right = left
+    return importance
+
+
+def reorganize_block(block: ElasticMBConv, optimizer: Optional[torch.optim.Optimizer] = None, stage: int = 0) -> None:
+    order = _sort_desc(staged_importance(block, stage))
     middle = [(block.project.weight, 1), (block.depthwise.weight, 0)] + _bn_tensors(block.dw_bn)
     if block.has_expand:
         middle += [(block.expand.weight, 0)] + _bn_tensors(block.expand_bn)
@@ -55,7 +77,9 @@ def reorganize_block(block: ElasticMBConv, optimizer: Optional[torch.optim.Optim
                      se_order, optimizer)
 
 
-def reorganize_channels(supernet, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-    """Sort the middle channels of every elastic block of `supernet` (the fixed first block has none)."""
+def reorganize_channels(supernet, optimizer: Optional[torch.optim.Optimizer] = None, stage: int = 0) -> None:
+    """Sort the middle channels of every elastic block of `supernet` (the fixed first block has none) at OFA's
+    `stage` (see the module docstring)."""
+    _validate.integer("stage", stage, minimum=0)
     for block in supernet.blocks:
-        reorganize_block(block, optimizer)
+        reorganize_block(block, optimizer, stage)

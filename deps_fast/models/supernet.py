@@ -262,11 +262,11 @@ class Supernet(nn.Module):
 
         return extract(self, self.max_config() if config is None else config)
 
-    def reorganize_channels(self, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-        """OFA's channel sort of every elastic block (see models.reorganize)."""
+    def reorganize_channels(self, optimizer: Optional[torch.optim.Optimizer] = None, stage: int = 0) -> None:
+        """OFA's channel sort of every elastic block at OFA's `stage` (see models.reorganize)."""
         from deps_fast.models.reorganize import reorganize_channels
 
-        reorganize_channels(self, optimizer)
+        reorganize_channels(self, optimizer, stage)
 
 
 def build_supernet(name: str, num_classes: int, width_mult: float = 1.0, kernel_sizes=(3, 5, 7),

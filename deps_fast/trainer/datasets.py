@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from deps_fast import _validate
-from deps_fast.trainer.loaders import DeviceBatches, DeviceLoader, FolderLoader, to_output
+from deps_fast.trainer.loaders import (DeviceBatches, DeviceLoader, ElasticResolution, FolderLoader, elastic_sizes,
+                                       to_output)
 
 EMBEDDED_NAMES = ("mnist5k", "embedded")
+AUGMENTS = ("standard", "deps", "ofa")  # ImageFolder training recipes (trainer.options describes them)
 CIFAR_NAMES = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -75,11 +77,14 @@ class TensorDataset:
         return None if self.resolution == self.native_resolution else self.resolution
 
     def train_loader(self, batch_size: int, *, device="cpu", rank: int = 0, world_size: int = 1, seed: int = 0,
-                     channels_last: bool = False) -> DeviceLoader:
-        """This rank's training batches (`batch_size` is global), augmented on the device."""
-        return DeviceLoader(self.train_images, self.train_labels, batch_size=batch_size, device=device,
-                            mean=self.mean, std=self.std, pad=self.pad, flip=self.flip, train=True, seed=seed,
-                            rank=rank, world_size=world_size, channels_last=channels_last, size=self._resize())
+                     channels_last: bool = False, elastic_resolution=None):
+        """This rank's training batches (`batch_size` is global), augmented on the device; with
+        `elastic_resolution` (min, max, step) each batch is resized to a size drawn from it."""
+        loader = DeviceLoader(self.train_images, self.train_labels, batch_size=batch_size, device=device,
+                              mean=self.mean, std=self.std, pad=self.pad, flip=self.flip, train=True, seed=seed,
+                              rank=rank, world_size=world_size, channels_last=channels_last, size=self._resize())
+        return loader if elastic_resolution is None else \
+            ElasticResolution(loader, elastic_sizes(elastic_resolution), seed)
 
     def test_loader(self, batch_size: int, *, device="cpu", channels_last: bool = False) -> DeviceLoader:
         """The whole test set in order, no augmentation, last partial batch kept."""
@@ -102,30 +107,35 @@ class TensorDataset:
 # ----------------------------------------------------------------------------------------------- load_dataset
 
 def load_dataset(spec: Union[str, os.PathLike], *, root_hint=None, resolution: Optional[int] = None,
-                 num_workers: Optional[int] = None):
+                 num_workers: Optional[int] = None, augment: str = "standard"):
     """The data set named by `spec` (see the module docstring). `root_hint` is where relative paths and the
     names "cifar10"/"cifar100" are looked up (default: the working directory). `resolution`: the size of the
-    batches (None: a small set's own size, 224 for ImageFolder trees). `num_workers`: ImageFolder only."""
+    batches (None: a small set's own size, 224 for ImageFolder trees). `num_workers` and `augment` (one of
+    AUGMENTS) apply to ImageFolder trees; small sets always pad, crop and flip on the device."""
     if resolution is not None:
         _validate.positive_int("resolution", resolution)
+    _validate.one_of("augment", augment, AUGMENTS)
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"data must be a string or path, got {type(spec).__name__} {spec!r}")
     if isinstance(spec, str) and spec.strip().lower() in EMBEDDED_NAMES:
-        return _sized(load_mnist5k(), resolution)
+        return _sized(load_mnist5k(), resolution, augment)
     path = _resolve_path(spec, root_hint)
     if not path.exists():
         raise ValueError(f"data={str(spec)!r} is neither a known name nor an existing path ({path} does not "
                          f"exist). {_ACCEPTED}")
     cifar = find_cifar_dir(path)
     if cifar is not None:
-        return _sized(load_cifar(cifar), resolution)
+        return _sized(load_cifar(cifar), resolution, augment)
     if is_image_folder_root(path):
-        return ImageFolderData(path, resolution=resolution or 224, num_workers=num_workers)
+        return ImageFolderData(path, resolution=resolution or 224, num_workers=num_workers, augment=augment)
     raise ValueError(f"data={str(spec)!r}: {path} is neither a CIFAR directory nor an ImageFolder root. "
                      f"{_ACCEPTED}")
 
 
-def _sized(dataset: TensorDataset, resolution: Optional[int]) -> TensorDataset:
+def _sized(dataset: TensorDataset, resolution: Optional[int], augment: str) -> TensorDataset:
+    if augment != "standard":
+        raise ValueError(f"augment={augment!r} is an ImageFolder (ImageNet) recipe; {dataset.name} is augmented on "
+                         f"the device by pad-and-crop{' and flip' if dataset.flip else ''}: use augment='standard'")
     dataset.size = resolution
     return dataset
 
@@ -297,8 +307,9 @@ class ImageFolderData:
     in_channels = 3
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, root, *, resolution: int = 224, num_workers: Optional[int] = None):
+    def __init__(self, root, *, resolution: int = 224, num_workers: Optional[int] = None, augment: str = "standard"):
         self._torchvision = _import_torchvision()  # fail at load time, not hours into a run
+        self.augment = _validate.one_of("augment", augment, AUGMENTS)
         self.root = Path(root)
         self.resolution = _validate.positive_int("resolution", resolution)
         self.num_workers = min(8, os.cpu_count() or 1) if num_workers is None else int(num_workers)
@@ -324,7 +335,14 @@ class ImageFolderData:
         t = self._torchvision.transforms
         normalize = [t.ToTensor(), t.Normalize(self.mean, self.std)]
         if train:
-            return t.Compose([t.RandomResizedCrop(self.resolution), t.RandomHorizontalFlip(), *normalize])
+            crop = [t.RandomResizedCrop(self.resolution), t.RandomHorizontalFlip()]  # scale (0.08, 1), as both
+            if self.augment == "deps":  # the DεpS authors' ImageNet recipe; RandomErasing acts on the tensor
+                policy = t.AutoAugment(t.AutoAugmentPolicy.IMAGENET, interpolation=t.InterpolationMode.BILINEAR)
+                return t.Compose([*crop, policy, t.ColorJitter(0.4, 0.4, 0.4, 0.1), *normalize,
+                                  t.RandomErasing(p=0.2)])
+            if self.augment == "ofa":  # OFA's "tf" colour distortion
+                return t.Compose([*crop, t.ColorJitter(brightness=32 / 255, saturation=0.5), *normalize])
+            return t.Compose([*crop, *normalize])
         # The usual eval recipe: resize so the center crop keeps 87.5% of the short side.
         return t.Compose([t.Resize(int(self.resolution / 0.875)), t.CenterCrop(self.resolution), *normalize])
 
@@ -336,12 +354,17 @@ class ImageFolderData:
         return self._datasets[split]
 
     def train_loader(self, batch_size: int, *, device="cpu", rank: int = 0, world_size: int = 1, seed: int = 0,
-                     channels_last: bool = False) -> FolderLoader:
+                     channels_last: bool = False, elastic_resolution=None):
         """This rank's training batches: `batch_size` is GLOBAL (as in DeviceLoader), each of the `world_size`
-        ranks gets batch_size // world_size images per step from a DistributedSampler shard."""
-        return FolderLoader(self.dataset("train"), batch_size=batch_size, device=device, rank=rank,
-                            world_size=world_size, seed=seed, channels_last=channels_last,
-                            num_workers=self.num_workers)
+        ranks gets batch_size // world_size images per step from a DistributedSampler shard. With
+        `elastic_resolution` (min, max, step) the crops are made at `resolution` and each batch is resized on the
+        device to a size drawn from it (OFA crops at the drawn size in its workers; the difference is one
+        bilinear resize)."""
+        loader = FolderLoader(self.dataset("train"), batch_size=batch_size, device=device, rank=rank,
+                              world_size=world_size, seed=seed, channels_last=channels_last,
+                              num_workers=self.num_workers)
+        return loader if elastic_resolution is None else \
+            ElasticResolution(loader, elastic_sizes(elastic_resolution), seed)
 
     def test_loader(self, batch_size: int, *, device="cpu", channels_last: bool = False) -> DeviceBatches:
         """All of val/ in order, last partial batch kept, moved to `device`."""

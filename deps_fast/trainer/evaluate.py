@@ -10,9 +10,8 @@ from typing import Iterable, Optional
 import torch
 
 from deps_fast.models import SubnetConfig, recalibrate_bn
+from deps_fast.trainer.report import UNIFORM_K7  # docs/method.md §6: the six uniform k7 subnets (d, e)
 
-# docs/method.md §6: the six uniform k7 subnets (d, e), plus min and max.
-UNIFORM_K7 = ((2, 3), (3, 3), (4, 3), (4, 4), (3, 6), (4, 6))
 
 
 def final_subnets(model) -> list[tuple[str, SubnetConfig]]:

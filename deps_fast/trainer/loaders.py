@@ -280,3 +280,32 @@ class DeviceBatches:
         for x, y in self.loader:
             yield (to_output(x.to(self.device, non_blocking=True), self.channels_last),
                    y.to(self.device, non_blocking=True))
+
+
+class ElasticResolution:
+    """OFA's elastic resolution on top of a training loader (same contract): each batch is resized on the
+    device to a size drawn uniformly from `sizes` by a generator seeded with (seed, epoch, index), so every rank
+    draws the same size and a resumed run the same sizes. Evaluation stays at the fixed resolution."""
+
+    def __init__(self, loader, sizes, seed: int = 0):
+        self.loader, self.sizes, self.seed = loader, tuple(int(s) for s in sizes), int(seed)
+        assert self.sizes, "elastic resolution needs at least one size"
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def size_at(self, epoch: int, index: int) -> int:
+        generator = seeded_generator("resolution", self.seed, int(epoch), int(index))
+        return self.sizes[int(torch.randint(len(self.sizes), (1,), generator=generator))]
+
+    def batch(self, epoch: int, index: int) -> tuple:
+        x, y = self.loader.batch(epoch, index)
+        return resize_batch(x, self.size_at(epoch, index)), y
+
+
+def elastic_sizes(spec) -> Optional[tuple]:
+    """(min, max, step) -> the sizes min, min + step, ..., up to max; None stays None."""
+    if spec is None:
+        return None
+    lo, hi, step = spec
+    return tuple(range(lo, hi + 1, step))

@@ -86,7 +86,7 @@ class Trainer:
         self.out = _out_dir(o)
         self.channels_last = self.device.type == "cuda"
         torch.manual_seed(o.seed)  # identical initial weights on every rank
-        self.data = load_dataset(o.data, resolution=o.resolution, num_workers=o.workers)
+        self.data = load_dataset(o.data, resolution=o.resolution, num_workers=o.workers, augment=o.augment)
         self.resolution = self.data.resolution
         self.model = build_supernet(o.space, self.data.num_classes, o.width_mult, o.resolved_kernel_sizes(),
                                     o.expand_ratios, o.depths, dropout=o.dropout, in_channels=self.data.in_channels)
@@ -102,7 +102,8 @@ class Trainer:
                              f"accum_steps={o.accum_steps}")
         self.train_loader = self.data.train_loader(o.batch_size, device=self.device, rank=self.world.rank,
                                                    world_size=self.world.size, seed=o.seed,
-                                                   channels_last=self.channels_last)
+                                                   channels_last=self.channels_last,
+                                                   elastic_resolution=o.elastic_resolution)
         self.steps_per_epoch = len(self.train_loader)
         self.schedule = build_schedule(o, self.steps_per_epoch)
         self.compare = [load_report(path) for path in o.compare]  # a bad --compare fails now, not after training
@@ -191,8 +192,9 @@ class Trainer:
             self.teacher = self._frozen_copy()  # OFA: the trained full model, frozen, teaches every later phase
             self.log(f"step {plan.step}: froze the full model as the teacher")
         if phase.sort_channels:
-            self.model.reorganize_channels(self.optimizer)
-            self.log(f"step {plan.step}: channels sorted by importance (optimizer state permuted too)")
+            self.model.reorganize_channels(self.optimizer, stage=phase.sort_stage)
+            self.log(f"step {plan.step}: channels sorted by importance at stage {phase.sort_stage} (optimizer "
+                     f"state permuted too)")
 
     def run(self) -> Optional[dict]:
         """Train to the end of the schedule, evaluate and write the report; returns the report as a dict on
@@ -307,12 +309,19 @@ class Trainer:
                       device=device_name(self.device), world_size=self.world.size, epochs=sched.total_epochs(),
                       batch_size=o.batch_size, resolution=self.resolution, width_mult=o.width_mult,
                       deps_fast=deps_fast.__version__, torch=torch.__version__, command=self.command,
-                      finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), eval_s=eval_s)
+                      finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), eval_s=eval_s,
+                      lr=o.lr, full_epochs=o.resolved_full_epochs(), augment=o.augment,
+                      training_resolution=o.resolution_policy(), sort_stages=_sort_stages(sched))
         walls = []
         for index, phase in enumerate(sched.phases):
             start, end = sched.phase_bounds(index)
             walls.append((phase.name, phase.epochs, end - start, self.phase_wall.get(phase.name, 0.0)))
         return Report.from_training(run, subnets, walls, o.batch_size, self.world.size, self.evals)
+
+
+def _sort_stages(schedule) -> str:
+    """Where the channel sort ran, e.g. "eps_ramp: stage 1" or "expand_46: stage 0, expand_346: stage 1"."""
+    return ", ".join(f"{p.name}: stage {p.sort_stage}" for p in schedule.phases if p.sort_channels) or "none"
 
 
 def train(options: Options, command: Optional[str] = None) -> Optional[dict]:

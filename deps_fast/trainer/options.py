@@ -1,22 +1,32 @@
 """Run options: one dataclass, presets for the paper's settings, a config file, and command-line overrides.
 
-Precedence (later wins): defaults < --preset < --config FILE < explicit command-line flags. The resolved
-options are saved as config.json in the run directory.
+Precedence (later wins): defaults < --preset < the preset's values for the chosen schedule < --config FILE <
+explicit command-line flags. The schedule itself is taken from the flags, else the file, else the preset, so a
+preset can differ per schedule (the authors' DεpS recipe is not OFA's). Every value, from a flag or a file,
+goes through the one `validate`; the resolved options are saved as config.json in the run directory.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from deps_fast.schedules import Schedule, make_schedule
+from deps_fast import _validate
+from deps_fast.schedules import PAPER_EPOCHS, Schedule, authors_sort_stage, make_schedule
+from deps_fast.trainer.datasets import AUGMENTS
 
 SCHEDULES = ("deps", "ofa", "bignas")
 SPACES = ("mbv3", "mbv3-cifar", "proxyless")
 AMP = ("off", "bf16", "fp16", "auto")
+BACKENDS = ("auto", "cuda", "triton", "cpp", "torch")
+# Training augmentation of ImageFolder data (AUGMENTS; small sets always pad, crop and, where it makes sense,
+# flip): standard = RandomResizedCrop + flip; deps = the DεpS authors' (+ AutoAugment ImageNet policy,
+# ColorJitter 0.4/0.4/0.4/0.1, RandomErasing 0.2); ofa = OFA's (+ "tf" colour jitter: brightness 32/255,
+# saturation 0.5).
 
 
 def _fixed(default):
@@ -39,20 +49,24 @@ class Options:
     resolution: Optional[int] = _fixed(None)       # None: the data's own size (28 for mnist5k, 32 for CIFAR)
     # how long
     epochs: Optional[float] = _fixed(None)         # total epochs of the schedule ...
-    budget_scale: Optional[float] = _fixed(None)   # ... or this fraction of the paper's budget (DεpS 270, OFA 605, BigNAS 400)
+    budget_scale: Optional[float] = _fixed(None)   # ... or this fraction of its full budget (full_epochs)
+    full_epochs: Optional[float] = _fixed(None)    # the schedule's full budget here; None: the paper's (270/605/400)
     fm_fraction: float = _fixed(0.5)
-    eps_epochs: Optional[float] = _fixed(None)     # None: 5 epochs at 270, proportional otherwise
+    eps_epochs: Optional[float] = _fixed(None)     # None: the authors' 5 at the full budget, scaled; 0: no ramp
     n_random: int = _fixed(2)
     warmup_epochs: float = _fixed(0.0)
+    sort_stage: Optional[int] = _fixed(None)       # DεpS channel-sort stage; None: the authors' (1 for e in {3,4,6})
     # optimisation
     batch_size: int = _fixed(128)
     accum_steps: int = _fixed(1)                   # micro-batches per optimizer step (same global batch, less memory)
-    lr: float = _fixed(0.1)
+    lr: float = _fixed(0.1)                        # peak LR of the full model (OFA's later phases: OFA's ratios)
     lr_floor: float = _fixed(0.01)
     momentum: float = _fixed(0.9)
     weight_decay: float = _fixed(5e-5)
     label_smoothing: float = _fixed(0.1)
     dropout: float = _fixed(0.1)
+    augment: str = _fixed("standard")
+    elastic_resolution: Optional[tuple] = _fixed(None)  # (min, max, step): each batch at a size drawn from it
     # machine
     amp: str = _fixed("auto")                      # auto: bf16 on CUDA, off on CPU
     backend: str = "auto"
@@ -84,13 +98,26 @@ class Options:
             return tuple(self.kernel_sizes)
         return (3, 5, 7) if self.schedule == "ofa" else (7,)
 
+    def resolved_full_epochs(self) -> float:
+        return self.full_epochs if self.full_epochs is not None else float(PAPER_EPOCHS[self.schedule])
+
+    def resolved_sort_stage(self) -> int:
+        return self.sort_stage if self.sort_stage is not None else authors_sort_stage(self.expand_ratios)
+
+    def resolution_policy(self) -> str:
+        """How training batches are sized, in words (reports and --plan say whether elastic resolution was on)."""
+        if self.elastic_resolution is None:
+            return "fixed"
+        lo, hi, step = self.elastic_resolution
+        return f"elastic {lo}-{hi} step {step}"
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def changed_since(self, saved: dict) -> list:
         """The fixed-on-resume options whose value differs from `saved` (a checkpoint's to_dict())."""
         now = self.to_dict()
-        return [k for k in self.fixed_on_resume() if json.dumps(saved.get(k)) != json.dumps(now[k])]
+        return [k for k in self.fixed_on_resume() if json.dumps(saved.get(k)) != json.dumps(now.get(k))]
 
 
 def build_schedule(o: Options, steps_per_epoch: int) -> Schedule:
@@ -99,28 +126,41 @@ def build_schedule(o: Options, steps_per_epoch: int) -> Schedule:
                  expand_ratios=tuple(o.expand_ratios), lr_floor=o.lr_floor)
     if o.schedule == "deps":
         extra = dict(fm_fraction=o.fm_fraction, eps_epochs=o.eps_epochs, n_random=o.n_random,
-                     warmup_epochs=o.warmup_epochs)
+                     warmup_epochs=o.warmup_epochs, sort_stage=o.resolved_sort_stage())
     elif o.schedule == "bignas":
         extra = dict(n_random=o.n_random, warmup_epochs=o.warmup_epochs or None)
     else:
         extra = {}
     return make_schedule(o.schedule, epochs=o.epochs, budget_scale=o.budget_scale, steps_per_epoch=steps_per_epoch,
-                         lr=o.lr, **space, **extra)
+                         lr=o.lr, full_epochs=o.resolved_full_epochs(), **space, **extra)
 
 
-# The paper's settings (docs/method.md §3-7). Values the paper does not state are marked as ours.
+# The paper's settings (docs/method.md §3-7). Values the paper does not state are marked as ours. A preset's
+# "by_schedule" entries apply on top of its common values for that schedule only.
+_OFA_ELASTIC_RESOLUTION = (128, 224, 4)  # OFA's ImageNet recipe: each batch at 128..224 in steps of 4
+_CIFAR = dict(space="mbv3-cifar", width_mult=1.0, budget_scale=1.0, batch_size=256,
+              lr=0.1, weight_decay=5e-4,  # ours: the usual CIFAR SGD settings at batch 256 (the paper gives none)
+              label_smoothing=0.1, dropout=0.1,
+              # full budgets on CIFAR: the authors' 200 DεpS epochs; OFA and BigNAS scaled by the same 200/270
+              by_schedule={"deps": dict(full_epochs=200.0), "ofa": dict(full_epochs=605 * 200 / 270),
+                           "bignas": dict(full_epochs=400 * 200 / 270)})
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {},  # the defaults: the embedded digits on a small mbv3-cifar, minutes on two CPU cores
-    "cifar10": dict(space="mbv3-cifar", data="cifar10", width_mult=1.0, budget_scale=200 / 270, batch_size=256,
-                    lr=0.1, weight_decay=5e-4,  # ours: the usual CIFAR SGD settings at batch 256
-                    label_smoothing=0.1, dropout=0.1),
-    "cifar100": dict(space="mbv3-cifar", data="cifar100", width_mult=1.0, budget_scale=200 / 270, batch_size=256,
-                     lr=0.1, weight_decay=5e-4, label_smoothing=0.1, dropout=0.1),
-    "imagenet": dict(space="mbv3", width_mult=1.0, resolution=224, budget_scale=1.0, batch_size=2048, lr=0.96,
-                     weight_decay=3e-5, label_smoothing=0.1, dropout=0.1, warmup_epochs=5.0, eval_batch=250),
+    "cifar10": dict(_CIFAR, data="cifar10"),
+    "cifar100": dict(_CIFAR, data="cifar100"),
+    # The authors' ImageNet run: peak LR 2.6 at batch 2048 (0.1625 per 128, linear scaling) for the full model,
+    # no LR warmup for DεpS, E_fm = 150 of 270 (max net alone to 145, ε-ramp 145-150), their augmentation;
+    # OFA: its teacher at 2.6, later phases at its own ratios (schedules.ofa), "tf" jitter, elastic resolution.
+    "imagenet": dict(space="mbv3", width_mult=1.0, resolution=224, budget_scale=1.0, batch_size=2048, lr=2.6,
+                     weight_decay=3e-5, label_smoothing=0.1, dropout=0.1, eval_batch=250,
+                     by_schedule={"deps": dict(fm_fraction=150 / 270, warmup_epochs=0.0, augment="deps"),
+                                  "ofa": dict(augment="ofa", elastic_resolution=_OFA_ELASTIC_RESOLUTION),
+                                  "bignas": dict(augment="deps", warmup_epochs=5.0)}),  # ours: 5 warmup epochs
 }
 # The demo's budget: a few epochs of the embedded set (epochs wins over budget_scale when both are unset).
 DEMO_EPOCHS = 4.0
+# Training-set sizes assumed by --plan, which reads no data.
+NOMINAL_TRAIN_SIZES = {"mnist5k": 4000, "cifar": 50000, "imagenet": 1281167}
 
 
 def _tuple_of_ints(text: str) -> tuple:
@@ -136,7 +176,7 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        if value <= 0:
+        if not value > 0 or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
         return value
     return parse
@@ -151,8 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
     a = p.add_argument
     a("--preset", choices=["demo"] + [k for k in PRESETS if k != "demo"],
-      help="the paper's settings for a data set (space, epochs, batch, LR, weight decay, augmentation)")
+      help="the paper's settings for a data set (space, epochs, batch, LR, weight decay, augmentation), per schedule")
     a("--config", metavar="FILE", help="YAML or JSON file of options (keys as the long flags, with _)")
+    a("--plan", action="store_true", help="print the resolved options and the schedule (phases, steps, LRs), then "
+                                          "exit without reading data or training")
+    a("--plan-json", action="store_true", help="as --plan, as JSON")
     a("--schedule", choices=SCHEDULES, help="deps (default), ofa or bignas")
     a("--space", choices=SPACES, help="search space")
     a("--data", help="mnist5k (embedded, default), cifar10 / cifar100 / a CIFAR python-format directory, "
@@ -162,24 +205,36 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "as the authors, 3,5,7 for ofa)")
     a("--expand-ratios", type=_tuple_of_ints, help="elastic expand ratios (default 3,4,6)")
     a("--depths", type=_tuple_of_ints, help="elastic depths per stage (default 2,3,4)")
-    a("--resolution", type=_positive(int), help="input size (default: the data's own)")
+    a("--resolution", type=_positive(int), help="input size (default: the data's own; 224 for ImageFolder)")
     a("--epochs", type=_positive(float), help=f"total epochs (demo default {DEMO_EPOCHS:g})")
     a("--budget-scale", type=_positive(float),
-      help="epochs as a fraction of the paper's budget: DεpS 270, OFA 605, BigNAS 400 (same factor for all)")
-    a("--fm-fraction", type=float, help="DεpS: share of epochs of full-model warmup (default 0.5)")
-    a("--eps-epochs", type=_positive(float), help="DεpS: ε-ramp length (default 5 epochs at 270, proportional)")
+      help="epochs as a fraction of the schedule's full budget (--full-epochs; the paper's DεpS 270, OFA 605, "
+           "BigNAS 400 unless a preset says otherwise)")
+    a("--full-epochs", type=_positive(float), help="the schedule's full budget on this data set (scales the "
+                                                   "ε-ramp, OFA's phases and BigNAS's warmup)")
+    a("--fm-fraction", type=float, help="DεpS: E_fm as a share of the epochs (default 0.5; ImageNet preset 150/270)")
+    a("--eps-epochs", type=float, help="DεpS: ε-ramp length (default the authors' 5 at the full budget, "
+                                       "scaled by the budget; 0: no ε-shrinking, the paper's ablation)")
     a("--n-random", type=int, help="random subnets per step besides max and min (default 2)")
     a("--warmup-epochs", type=float, help="linear LR warmup at the start (default 0)")
+    a("--sort-stage", type=int, help="DεpS: OFA channel-sort stage when shrinking starts (default the authors': "
+                                     "1 for expand ratios {3,4,6})")
     a("--batch-size", type=_positive(int), help="global batch size (all ranks together)")
     a("--accum-steps", type=_positive(int), help="micro-batches per optimizer step")
-    a("--lr", type=_positive(float), help="peak learning rate")
+    a("--lr", type=_positive(float), help="peak learning rate of the full model (OFA's later phases follow "
+                                          "OFA's ratios 0.96/2.6, 0.08/2.6, 0.24/2.6 of it)")
     a("--lr-floor", type=float, help="cosine floor as a fraction of the peak")
     a("--momentum", type=float, help="SGD Nesterov momentum")
     a("--weight-decay", type=float, help="on conv and linear weights only")
     a("--label-smoothing", type=float, help="of the max net's (and OFA subnets') cross-entropy")
     a("--dropout", type=float, help="before the classifier, max net only in deps/bignas")
+    a("--augment", choices=AUGMENTS, help="ImageFolder training augmentation: standard (RandomResizedCrop + flip), "
+                                          "deps (the authors': + AutoAugment, ColorJitter, RandomErasing), ofa "
+                                          "(+ 'tf' colour jitter)")
+    a("--elastic-resolution", type=_tuple_of_ints, help="MIN,MAX,STEP: each training batch at a size drawn from "
+                                                        "MIN..MAX (OFA's ImageNet recipe: 128,224,4)")
     a("--amp", choices=AMP, help="autocast precision: auto (bf16 on CUDA, off on CPU), bf16, fp16, off")
-    a("--backend", choices=("auto", "cuda", "triton", "cpp", "torch"), help="fused-op backend")
+    a("--backend", choices=BACKENDS, help="fused-op backend")
     a("--device", help="auto, cpu, cuda or cuda:N (torchrun sets one per rank)")
     a("--seed", type=int, help="seed of data order, augmentation, init and subnet sampling")
     a("--out", help="run directory (default runs/<schedule>-<space>-<data>)")
@@ -231,41 +286,124 @@ def _apply(options: Options, values: dict, origin: str) -> None:
         options.epochs = None
 
 
+def _optional(check):
+    return lambda name, value: None if value is None else check(name, value)
+
+
+def _ints(name, value, *, odd=False):
+    return _validate.int_choices(name, value, odd=odd, distinct=True)
+
+
+def _elastic_resolution(name, value):
+    values = value if isinstance(value, tuple) else None
+    if values is None or len(values) != 3:
+        raise ValueError(f"{name} must be three integers MIN,MAX,STEP (e.g. 128,224,4), got {value!r}")
+    lo, hi, step = (_validate.positive_int(f"{name} {part}", v) for part, v in zip(("MIN", "MAX", "STEP"), values))
+    if lo > hi:
+        raise ValueError(f"{name} must have MIN <= MAX, got {value!r}")
+    return value
+
+
+def _strings(name, value):
+    if not isinstance(value, tuple):
+        raise _validate.WrongType(f"{name} must be a list of paths, got {value!r}")
+    return tuple(_string(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def _string(name, value):
+    if not isinstance(value, str) or not value:
+        raise _validate.WrongType(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+# One check per option: flags (after argparse's syntax) and --config values alike go through these.
+_CHECKS = {
+    "schedule": lambda n, v: _validate.one_of(n, v, SCHEDULES),
+    "space": lambda n, v: _validate.one_of(n, v, SPACES),
+    "data": _string,
+    "width_mult": _validate.positive,
+    "kernel_sizes": _optional(lambda n, v: _ints(n, v, odd=True)),
+    "expand_ratios": _ints,
+    "depths": _ints,
+    "resolution": _optional(_validate.positive_int),
+    "epochs": _optional(_validate.positive),
+    "budget_scale": _optional(_validate.positive),
+    "full_epochs": _optional(_validate.positive),
+    "fm_fraction": lambda n, v: _validate.real(n, v, "strictly between 0 and 1", lambda x: 0 < x < 1),
+    "eps_epochs": _optional(_validate.non_negative),
+    "n_random": lambda n, v: _validate.integer(n, v, minimum=0),
+    "warmup_epochs": _validate.non_negative,
+    "sort_stage": _optional(lambda n, v: _validate.integer(n, v, minimum=0)),
+    "batch_size": _validate.positive_int,
+    "accum_steps": _validate.positive_int,
+    "lr": _validate.positive,
+    "lr_floor": _validate.fraction,
+    "momentum": _validate.fraction,
+    "weight_decay": _validate.non_negative,
+    "label_smoothing": _validate.fraction,
+    "dropout": _validate.fraction,
+    "augment": lambda n, v: _validate.one_of(n, v, AUGMENTS),
+    "elastic_resolution": _optional(_elastic_resolution),
+    "amp": lambda n, v: _validate.one_of(n, v, AMP),
+    "backend": lambda n, v: _validate.one_of(n, v, BACKENDS),
+    "device": _string,
+    "seed": lambda n, v: _validate.integer(n, v, minimum=0),
+    "out": _optional(_string),
+    "resume": _validate.boolean,
+    "ckpt_every": lambda n, v: _validate.integer(n, v, minimum=0),
+    "keep_checkpoints": _validate.positive_int,
+    "eval_every": lambda n, v: _validate.integer(n, v, minimum=0),
+    "calib_images": _validate.positive_int,
+    "calib_batch": _validate.positive_int,
+    "eval_batch": _validate.positive_int,
+    "max_bad_steps": _validate.positive_int,
+    "log_every": _validate.positive_int,
+    "compare": lambda n, v: _strings(n, v),
+    "workers": _optional(lambda n, v: _validate.integer(n, v, minimum=0)),
+    "stop_after_steps": _optional(_validate.positive_int),
+    "preset": _optional(lambda n, v: _validate.one_of(n, v, tuple(PRESETS))),
+}
+
+
 def validate(o: Options) -> Options:
-    def need(ok, name, allowed):
-        if not ok:
-            raise ValueError(f"{name}={getattr(o, name)!r} is not allowed: {allowed}")
-    need(o.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}")
-    need(o.space in SPACES, "space", f"one of {SPACES}")
-    need(o.amp in AMP, "amp", f"one of {AMP}")
-    need(0 < o.fm_fraction < 1, "fm_fraction", "strictly between 0 and 1")
-    need(o.n_random >= 0, "n_random", ">= 0")
-    need(o.batch_size % o.accum_steps == 0, "batch_size", f"a multiple of accum_steps={o.accum_steps}")
-    need(0 <= o.label_smoothing < 1, "label_smoothing", "in [0, 1)")
-    need(0 <= o.dropout < 1, "dropout", "in [0, 1)")
-    need(o.weight_decay >= 0, "weight_decay", ">= 0")
-    need(0 <= o.momentum < 1, "momentum", "in [0, 1)")
-    need(0 <= o.lr_floor < 1, "lr_floor", "in [0, 1)")
-    need(o.ckpt_every >= 0 and o.eval_every >= 0, "ckpt_every", "ckpt_every and eval_every >= 0")
+    """Check every option (name, value and what is allowed in the message) and the rules between them."""
+    missing = {f.name for f in dataclasses.fields(Options)} - set(_CHECKS)
+    assert not missing, f"options without a check: {missing}"
+    for name, check in _CHECKS.items():
+        check(name, getattr(o, name))
+    if o.batch_size % o.accum_steps:
+        raise ValueError(f"batch_size={o.batch_size} must be a multiple of accum_steps={o.accum_steps}")
     if o.epochs is not None and o.budget_scale is not None:
         raise ValueError(f"give --epochs or --budget-scale, not both (got epochs={o.epochs}, "
                          f"budget_scale={o.budget_scale})")
     return o
 
 
-def parse_options(argv: Optional[list] = None) -> Options:
-    """Options from the command line (argv) following the precedence in the module docstring."""
+def parse_command_line(argv: Optional[list] = None) -> tuple[Options, Optional[str]]:
+    """(options, mode) from the command line; mode is None (train), "plan" or "plan-json"."""
     args = vars(build_parser().parse_args(argv))
+    mode = "plan-json" if args.pop("plan_json", False) else ("plan" if args.pop("plan", False) else None)
+    file_values = _load_config_file(args.pop("config")) if "config" in args else {}
+    preset = args.get("preset") or file_values.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    preset_values = dict(PRESETS.get(preset, {}))
+    by_schedule = preset_values.pop("by_schedule", {})
+    schedule = args.get("schedule") or file_values.get("schedule") or preset_values.get("schedule") or \
+        Options.schedule
     options = Options()
-    preset = args.get("preset")
     if preset:
-        _apply(options, PRESETS[preset], f"--preset {preset}")
-    if "config" in args:
-        file_values = _load_config_file(args.pop("config"))
-        _apply(options, file_values, "--config")
+        _apply(options, {**preset_values, "preset": preset}, f"--preset {preset}")
+        _apply(options, by_schedule.get(schedule, {}), f"--preset {preset} ({schedule})")
+    _apply(options, file_values, "--config")
     _apply(options, args, "command line")
     if options.epochs is None and options.budget_scale is None:
         options.epochs = DEMO_EPOCHS
     if preset == "imagenet" and options.data == Options.data:
         raise ValueError("--preset imagenet needs --data: an ImageFolder root with train/ and val/")
-    return validate(options)
+    return validate(options), mode
+
+
+def parse_options(argv: Optional[list] = None) -> Options:
+    """Options from the command line (argv) following the precedence in the module docstring."""
+    return parse_command_line(argv)[0]

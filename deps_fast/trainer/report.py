@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,11 @@ PathLike = Union[str, os.PathLike]
 ReportSource = Union[PathLike, dict, "Report"]
 
 REPORT_VERSION = 1
-TABLE1_HEADER = ("schedule", "smallest top-1", "largest top-1", "mean top-1", "epochs", "device-min/epoch",
-                 "device-hours")
+# The paper's Table 1 compares every method at the same subnets: "smallest" is D2-E3-K7, "mean" is over the six
+# uniform K7 subnets (d, e) below, "largest" is the max net; the min subnet (OFA's is K3) is reported apart.
+UNIFORM_K7 = ((2, 3), (3, 3), (4, 3), (4, 4), (3, 6), (4, 6))
+TABLE1_HEADER = ("schedule", "D2-E3-K7 top-1", "largest top-1", "mean top-1 (uniform K7)", "min subnet top-1",
+                 "epochs", "device-min/epoch", "device-hours", "training resolution")
 
 # Size of pareto.png in inches; at PNG_DPI it is 840 x 540 pixels (no bbox "tight", so the size is predictable).
 FIGURE_SIZE = (7.0, 4.5)
@@ -71,6 +75,11 @@ class RunInfo:
     started: Optional[str] = None
     finished: Optional[str] = None
     eval_s: Optional[float] = None
+    lr: Optional[float] = None                   # the full model's peak LR
+    full_epochs: Optional[float] = None          # the schedule's full budget the run was a fraction of
+    augment: Optional[str] = None
+    training_resolution: Optional[str] = None    # "fixed" or "elastic MIN-MAX step S" (OFA's recipe)
+    sort_stages: Optional[str] = None            # where OFA's channel sort ran, at which stage
 
 
 @dataclass(frozen=True)
@@ -278,17 +287,37 @@ def _load_one(source, where: str) -> Report:
 
 # ---------------------------------------------------------------------------------------------------- numbers
 
+def uniform_dek(subnet: SubnetResult) -> Optional[tuple]:
+    """(d, e, k) of a uniform subnet, read from its config (else from a "D2-E3-K7..." name); None otherwise."""
+    config = subnet.config or {}
+    if all(isinstance(config.get(key), list) and config[key] for key in ("ks", "es", "ds")):
+        ks, es, ds = config["ks"], config["es"], config["ds"]
+        uniform = len(set(ks)) == len(set(es)) == len(set(ds)) == 1
+        return (ds[0], es[0], ks[0]) if uniform else None
+    match = re.match(r"D(\d+)-E(\d+)-K(\d+)(?![\d-])", subnet.name)
+    return tuple(int(g) for g in match.groups()) if match else None
+
+
 def summary_row(report: ReportSource) -> dict:
-    """The paper's Table 1 row of one run. "smallest"/"largest" are the subnets with the fewest/most MFLOPs
-    (ties keep the report's order), the mean is over every evaluated subnet."""
+    """The paper's Table 1 row of one run: "smallest" is D2-E3-K7, "largest" the subnet with the most MFLOPs
+    (the max net), "mean" over the six uniform K7 subnets evaluated, and the min subnet (fewest MFLOPs) apart.
+    A report without those K7 subnets (e.g. a space without k = 7) falls back to the fewest MFLOPs and the
+    mean over all subnets, and `comparison` says so."""
     report = _load_one(report, "report")
     by_flops = _sorted_subnets(report)
-    top1s = [subnet.top1 for subnet in by_flops]
+    by_dek = {uniform_dek(s): s for s in by_flops}
+    k7 = [by_dek[(d, e, 7)] for d, e in UNIFORM_K7 if (d, e, 7) in by_dek]
+    smallest = by_dek.get((2, 3, 7))
+    comparison = "D2-E3-K7; mean of uniform K7" if smallest is not None and k7 else \
+        "fallback: fewest MFLOPs; mean of all evaluated subnets (no uniform K7 subnets)"
+    mean_over = k7 or by_flops
     return {"name": report.run.name, "schedule": report.run.schedule,
-            "smallest_top1": by_flops[0].top1, "largest_top1": by_flops[-1].top1,
-            "mean_top1": sum(top1s) / len(top1s), "epochs": report.total.epochs,
-            "device_min_per_epoch": report.total.device_min_per_epoch,
-            "device_hours": report.total.device_hours}
+            "smallest_top1": (smallest or by_flops[0]).top1, "largest_top1": by_flops[-1].top1,
+            "mean_top1": sum(s.top1 for s in mean_over) / len(mean_over), "mean_count": len(mean_over),
+            "min_name": by_flops[0].name, "min_top1": by_flops[0].top1, "comparison": comparison,
+            "epochs": report.total.epochs, "device_min_per_epoch": report.total.device_min_per_epoch,
+            "device_hours": report.total.device_hours,
+            "training_resolution": report.run.training_resolution or "fixed"}
 
 
 def _sorted_subnets(report: Report) -> list:
@@ -364,6 +393,14 @@ def _describe_run(run: RunInfo) -> str:
         parts.append(f"batch {run.batch_size}")
     if run.resolution is not None:
         parts.append(f"resolution {run.resolution}")
+    if run.training_resolution is not None:
+        parts.append(f"training resolution {run.training_resolution}")
+    if run.lr is not None:
+        parts.append(f"peak LR {run.lr:g}")
+    if run.augment is not None:
+        parts.append(f"augment {run.augment}")
+    if run.sort_stages is not None:
+        parts.append(f"channel sort {run.sort_stages}")
     return " · ".join(parts)
 
 
@@ -394,8 +431,9 @@ def _table1_lines(reports: list) -> list:
     for label, report in zip(run_labels(reports), reports):
         row = summary_row(report)
         rows.append([label, format_top1(row["smallest_top1"]), format_top1(row["largest_top1"]),
-                     format_top1(row["mean_top1"]), format_epochs(row["epochs"]),
-                     format_significant(row["device_min_per_epoch"]), format_significant(row["device_hours"])])
+                     format_top1(row["mean_top1"]), f"{format_top1(row['min_top1'])} ({row['min_name']})",
+                     format_epochs(row["epochs"]), format_significant(row["device_min_per_epoch"]),
+                     format_significant(row["device_hours"]), row["training_resolution"]])
     return _table(TABLE1_HEADER, rows)
 
 
