@@ -21,7 +21,7 @@ log="$results/gpu-run.log"
   PYTHONUNBUFFERED=1 python3 bench/bench_depthwise.py --compile
   PYTHONUNBUFFERED=1 python3 bench/bench_depthwise.py --dtype fp32 --quick --out "$results/fp32"
   PYTHONUNBUFFERED=1 python3 bench/bench_step.py
-  PYTHONUNBUFFERED=1 python3 bench/bench_gpu_hours.py --budget-scale ${GPU_HOURS_SCALE:-0.02} \
-    ${GPU_HOURS_DATA:+--data $GPU_HOURS_DATA} -- --width-mult 1.0 --batch-size 256 --lr 0.2
+  PYTHONUNBUFFERED=1 python3 bench/bench_gpu_hours.py --budget-scales ${GPU_HOURS_SCALES:-0.01,0.02,0.04} \
+    --seeds 0,1,2 ${GPU_HOURS_DATA:+--data $GPU_HOURS_DATA} -- --width-mult 1.0 --batch-size 256 --lr 0.2
 } 2>&1 | tee "$log"
 if [ -n "${OUT:-}" ]; then cp -r "$results"/*.json "$results"/*.csv "$results"/gpu-* "$OUT"/ 2>/dev/null; fi
