@@ -8,6 +8,8 @@
 #include <optional>
 #include <tuple>
 
+#include "static_switch.h"  // FLOAT_TYPE_SWITCH: the one dtype dispatch of every CPU and CUDA file
+
 namespace deps_fast {
 
 // ---- elastic depthwise convolution -------------------------------------------------------------------------
@@ -34,6 +36,95 @@ at::Tensor dwconv_backward_input_cuda(const at::Tensor& grad_out, const at::Tens
 at::Tensor dwconv_backward_weight_cuda(const at::Tensor& grad_out, const at::Tensor& x, int64_t k, int64_t stride,
                                        bool deterministic);
 #endif
+
+// Checks shared by the CPU and CUDA entry points above (one contract, one set of messages); `device` is the
+// backend's device type. Each returns after the first failed TORCH_CHECK with a message naming fn and the argument.
+inline int64_t dw_out_size(int64_t in, int64_t k, int64_t stride) { return (in + 2 * (k / 2) - k) / stride + 1; }
+
+// Layout the kernels run in: channels_last stays channels_last, anything else is made NCHW-contiguous.
+inline at::MemoryFormat dw_memory_format(const at::Tensor& t) {
+  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast ? at::MemoryFormat::ChannelsLast
+                                                                     : at::MemoryFormat::Contiguous;
+}
+
+inline void check_float_dtype(const char* fn, const char* name, const at::Tensor& t) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kBFloat16 || st == at::kHalf, fn, ": ", name,
+              " must be float32, bfloat16 or float16, got ", st);
+}
+
+// x or grad_out: defined, on `device`, 4-D, float32 / bfloat16 / float16.
+inline void check_dw_activation(const char* fn, const char* name, const at::Tensor& t, at::DeviceType device) {
+  TORCH_CHECK(t.defined(), fn, ": ", name, " is undefined");
+  TORCH_CHECK(t.device().type() == device, fn, ": ", name, " must be a ", c10::DeviceTypeName(device),
+              " tensor, got device ", t.device());
+  TORCH_CHECK(t.dim() == 4, fn, ": ", name, " must be 4-D [N, c, H, W], got ", t.dim(), "-D shape ", t.sizes());
+  check_float_dtype(fn, name, t);
+}
+
+// w [C_w, K, K] float32 contiguous on the activation t's device, odd K >= k, k odd, stride 1 or 2, c <= C_w
+// (c = t's channels). Returns K.
+inline int64_t check_dw_weight(const char* fn, const at::Tensor& w, const at::Tensor& t, const char* tname,
+                               int64_t k, int64_t stride) {
+  TORCH_CHECK(w.defined(), fn, ": w is undefined");
+  TORCH_CHECK(w.device() == t.device(), fn, ": w must be on ", tname, "'s device (", t.device(), "), got ",
+              w.device());
+  TORCH_CHECK(w.dim() == 3, fn, ": w must be 3-D [C_w, K, K], got ", w.dim(), "-D shape ", w.sizes());
+  TORCH_CHECK(w.scalar_type() == at::kFloat, fn, ": w must be float32, got ", w.scalar_type());
+  TORCH_CHECK(w.is_contiguous(), fn, ": w must be contiguous, got strides ", w.strides());
+  const int64_t K = w.size(1);
+  TORCH_CHECK(w.size(2) == K, fn, ": w must be square [C_w, K, K], got shape ", w.sizes());
+  TORCH_CHECK(K % 2 == 1, fn, ": w's window K must be odd, got K=", K);
+  TORCH_CHECK(k >= 1 && k % 2 == 1, fn, ": k must be odd and >= 1, got k=", k);
+  TORCH_CHECK(k <= K, fn, ": k=", k, " exceeds w's window K=", K);
+  TORCH_CHECK(stride == 1 || stride == 2, fn, ": stride must be 1 or 2, got stride=", stride);
+  const int64_t c = t.size(1);
+  TORCH_CHECK(c <= w.size(0), fn, ": ", tname, " has c=", c, " channels but w has only C_w=", w.size(0));
+  return K;
+}
+
+// dwconv_forward_*: x and w as documented above, a positive output size. Returns K.
+inline int64_t check_dw_forward(const char* fn, const at::Tensor& x, const at::Tensor& w, int64_t k, int64_t stride,
+                                at::DeviceType device) {
+  check_dw_activation(fn, "x", x, device);
+  const int64_t K = check_dw_weight(fn, w, x, "x", k, stride);
+  const int64_t H = x.size(2), W = x.size(3);
+  TORCH_CHECK(H >= 1 && W >= 1, fn, ": x's spatial size must be positive, got H=", H, " W=", W);
+  const int64_t Ho = dw_out_size(H, k, stride), Wo = dw_out_size(W, k, stride);
+  TORCH_CHECK(Ho > 0 && Wo > 0, fn, ": output size must be positive, got ", Ho, "x", Wo);
+  return K;
+}
+
+// dwconv_backward_input_*: grad_out [N, c, H', W'] for an input of H x W. Returns K.
+inline int64_t check_dw_backward_input(const char* fn, const at::Tensor& grad_out, const at::Tensor& w, int64_t k,
+                                       int64_t stride, int64_t H, int64_t W, at::DeviceType device) {
+  check_dw_activation(fn, "grad_out", grad_out, device);
+  const int64_t K = check_dw_weight(fn, w, grad_out, "grad_out", k, stride);
+  TORCH_CHECK(H >= 1 && W >= 1, fn, ": input size must be positive, got H=", H, " W=", W);
+  const int64_t Ho = dw_out_size(H, k, stride), Wo = dw_out_size(W, k, stride);
+  TORCH_CHECK(grad_out.size(2) == Ho && grad_out.size(3) == Wo, fn, ": grad_out must be [N, c, ", Ho, ", ", Wo,
+              "] for H=", H, " W=", W, " k=", k, " stride=", stride, ", got ", grad_out.sizes());
+  return K;
+}
+
+// dwconv_backward_weight_*: x and grad_out of one dtype and device, grad_out shaped as x's output.
+inline void check_dw_backward_weight(const char* fn, const at::Tensor& grad_out, const at::Tensor& x, int64_t k,
+                                     int64_t stride, at::DeviceType device) {
+  check_dw_activation(fn, "x", x, device);
+  check_dw_activation(fn, "grad_out", grad_out, device);
+  TORCH_CHECK(grad_out.device() == x.device(), fn, ": grad_out must be on x's device (", x.device(), "), got ",
+              grad_out.device());
+  TORCH_CHECK(grad_out.scalar_type() == x.scalar_type(), fn, ": grad_out dtype ", grad_out.scalar_type(),
+              " must match x dtype ", x.scalar_type());
+  TORCH_CHECK(k >= 1 && k % 2 == 1, fn, ": k must be odd and >= 1, got k=", k);
+  TORCH_CHECK(stride == 1 || stride == 2, fn, ": stride must be 1 or 2, got stride=", stride);
+  const int64_t N = x.size(0), c = x.size(1), H = x.size(2), W = x.size(3);
+  TORCH_CHECK(H >= 1 && W >= 1, fn, ": x's spatial size must be positive, got H=", H, " W=", W);
+  const int64_t Ho = dw_out_size(H, k, stride), Wo = dw_out_size(W, k, stride);
+  TORCH_CHECK(grad_out.size(0) == N && grad_out.size(1) == c && grad_out.size(2) == Ho && grad_out.size(3) == Wo, fn,
+              ": grad_out must be [", N, ", ", c, ", ", Ho, ", ", Wo, "] for x ", x.sizes(), " k=", k,
+              " stride=", stride, ", got ", grad_out.sizes());
+}
 
 // ---- fused distillation loss --------------------------------------------------------------------------------
 // student, teacher: [B, V] logits, one floating dtype; target: int64 [B] (range checked by the Python layer).

@@ -3,7 +3,6 @@
 // Pass 2: every thread writes its slice of the gradient. The row is read twice, the gradient written once.
 #include "deps_fast.h"
 
-#include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it needs cusparse.h, absent from some toolkits
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -149,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor> distill_forward_cuda(const at::Tensor& studen
   auto grad = at::empty_like(s);
   if (s.size(0) == 0) return {loss, grad};
   const float a = inv_t, b = soft_coef, c = hard_coef, d = eps, e = grad_scale;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, s.scalar_type(), "distill_forward_cuda", [&] {
+  FLOAT_TYPE_SWITCH(s.scalar_type(), "distill_forward_cuda", scalar_t, [&] {
     if (t.defined() && y.defined()) launch<scalar_t, true, true>(s, t, y, loss, grad, a, b, c, d, e);
     else if (t.defined()) launch<scalar_t, true, false>(s, t, y, loss, grad, a, b, c, d, e);
     else launch<scalar_t, false, true>(s, t, y, loss, grad, a, b, c, d, e);
