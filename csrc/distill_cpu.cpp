@@ -111,7 +111,8 @@ DEPS_FAST_CLONES float distill_row(const float* __restrict s, const float* __res
   }
   double loss = 0;
   if (teacher) loss += a.soft_coef * (m_s + std::log(z_s) - a_t / z_t);
-  if (target) loss += a.hard_coef * (m_h + std::log(z_h) - (1.0 - a.eps) * s[y] - a.eps / V * sum_s);
+  // eps = 0 has no smoothing term: -inf (masked) logits then give F.cross_entropy's finite loss, not 0 * -inf
+  if (target) loss += a.hard_coef * (m_h + std::log(z_h) - (1.0 - a.eps) * s[y] - (a.eps > 0 ? a.eps / V * sum_s : 0.0));
   // pass 3: gradient from the kept exponentials
   const float cs = teacher ? a.soft_coef * inv_t * a.grad_scale : 0.f, cs_s = teacher ? cs / z_s : 0.f,
               cs_t = teacher ? cs / z_t : 0.f;

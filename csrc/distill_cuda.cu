@@ -98,8 +98,9 @@ __global__ void __launch_bounds__(kThreads) distill_kernel(const scalar_t* __res
       if (HAS_TEACHER) row_loss += soft_coef * (st.m_s + logf(st.z_s) - st.a_t / st.z_t);
       if (HAS_TARGET) {
         const int64_t y = y_all[row];
+        // eps = 0: no smoothing term, so -inf (masked) logits give a finite loss as F.cross_entropy does
         row_loss += hard_coef * (st.m_h + logf(st.z_h) - (1.f - eps) * static_cast<float>(s[y]) -
-                                 eps / static_cast<float>(V) * st.sum_s);
+                                 (eps > 0.f ? eps / static_cast<float>(V) * st.sum_s : 0.f));
       }
       loss[row] = row_loss;
     }

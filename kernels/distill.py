@@ -64,7 +64,9 @@ def _distill_kernel(
     if HAS_TARGET:
         y = tl.load(y_ptr + row)
         s_y = tl.load(s_base + y).to(tl.float32)
-        loss += hard_coef * (m_h + tl.log(z_h) - (1.0 - eps) * s_y - eps / V * sum_s)
+        # eps = 0: no smoothing term at all, so -inf (masked) logits give F.cross_entropy's finite loss, not 0 * -inf
+        smooth = tl.where(eps > 0, eps / V * sum_s, 0.0)
+        loss += hard_coef * (m_h + tl.log(z_h) - (1.0 - eps) * s_y - smooth)
     tl.store(loss_ptr + row, loss)
 
     g_base = grad_ptr + row * g_row

@@ -43,7 +43,7 @@ def test_round_trip(tmp_path):
     assert path == tmp_path / "run" / "ckpt-000000120.pt" == checkpoint_path(tmp_path / "run", 120)
     assert_same(load_checkpoint(path), state)
     raw = path.read_bytes()
-    assert raw[:8] == MAGIC and int.from_bytes(raw[40:48], "little") == len(raw) - HEADER.size == len(raw) - 48
+    assert raw[:8] == MAGIC and int.from_bytes(raw[40:48], "little") == len(raw) - HEADER.size == len(raw) - 64
 
 
 def test_loaded_optimizer_state_resumes_training(tmp_path):
@@ -86,7 +86,17 @@ def test_pruning_does_not_count_corrupt_files(tmp_path):
         save_checkpoint(tmp_path, {"step": step}, step=step, keep=2)
     checkpoint_path(tmp_path, 3).write_bytes(b"garbage")
     save_checkpoint(tmp_path, {"step": 4}, step=4, keep=2)
-    assert [step for step, _ in list_checkpoints(tmp_path)] == [4, 2]  # two good ones kept; 3 was garbage
+    # two good ones kept; 3 is garbage, neither counted nor deleted (it may be recoverable by hand)
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [4, 3, 2]
+
+
+def test_pruning_never_deletes_files_of_other_runs_or_foreign_files(tmp_path):
+    mine, other = b"A" * 16, b"B" * 16
+    save_checkpoint(tmp_path, {"step": 1}, step=1, run_id=other)
+    torch.save({"not": "ours"}, checkpoint_path(tmp_path, 99))  # a foreign file named like a checkpoint
+    for step in (2, 3, 4):
+        save_checkpoint(tmp_path, {"step": step}, step=step, keep=1, run_id=mine)
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [99, 4, 1]
 
 
 def test_a_crashed_write_leaves_only_a_temp_file_that_is_never_picked_up(tmp_path):

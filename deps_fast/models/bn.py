@@ -1,6 +1,7 @@
 """recalibrate_bn: BN statistics of one subnet recomputed from a fixed set of batches (docs/method.md §6)."""
 from __future__ import annotations
 
+import warnings
 from typing import Iterable, Optional
 
 import torch
@@ -20,6 +21,9 @@ def recalibrate_bn(model: nn.Module, config=None, batches: Iterable[torch.Tensor
     batches = list(batches)
     if not batches:
         raise ValueError("batches must hold at least one batch of images")
+    for i, x in enumerate(batches):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"batches[{i}] must be a torch.Tensor of images [N, C, H, W], got {type(x).__name__}")
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     sums: dict[nn.Module, list] = {}
 
@@ -46,10 +50,15 @@ def recalibrate_bn(model: nn.Module, config=None, batches: Iterable[torch.Tensor
         for bn, momentum in saved:
             bn.momentum = momentum
         model.train(was_training)
+    non_finite = 0
     for bn, (mean, var, n) in sums.items():
         c = mean.numel()
         bn.running_mean[:c] = (mean / n).to(bn.running_mean.dtype)
         bn.running_var[:c] = (var / n).to(bn.running_var.dtype)
+        non_finite += int((~torch.isfinite(bn.running_mean[:c])).sum() + (~torch.isfinite(bn.running_var[:c])).sum())
+    if non_finite:
+        warnings.warn(f"recalibrate_bn: {non_finite} running statistics are NaN or inf (non-finite calibration "
+                      f"images or weights); the subnet's outputs will be too", RuntimeWarning, stacklevel=2)
     return model
 
 

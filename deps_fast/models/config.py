@@ -68,7 +68,7 @@ class SubnetConfig:
         missing = {"ks", "es", "ds"} - set(d)
         if unknown or missing:
             raise ValueError(f"SubnetConfig.from_dict: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}")
-        return cls(tuple(d["ks"]), tuple(d["es"]), tuple(d["ds"]), d.get("resolution"))
+        return cls(d["ks"], d["es"], d["ds"], d.get("resolution"))  # the constructor checks each value
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

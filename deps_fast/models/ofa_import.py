@@ -179,6 +179,19 @@ def _bn_eps_note(supernet: Supernet) -> tuple[str, ...]:
     return ()
 
 
+def _value_notes(fill: dict, ours: dict) -> tuple:
+    """Warnings about values that load but are suspect: non-finite weights, integer tensors cast to float."""
+    non_finite = [k for k, v in fill.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    cast = [k for k, v in fill.items() if ours[k].is_floating_point() and not v.is_floating_point()]
+    notes = []
+    if non_finite:
+        notes.append(f"{len(non_finite)} tensors hold NaN or inf (e.g. {non_finite[0]}): the checkpoint is damaged "
+                     f"or from a diverged run")
+    if cast:
+        notes.append(f"{len(cast)} integer tensors were cast to float (e.g. {cast[0]}): not a trained checkpoint?")
+    return tuple(notes)
+
+
 def load_ofa_state_dict(supernet: Supernet, state_dict, strict: bool = False) -> ImportReport:
     """Copy an OFA OFAMobileNetV3 / OFAProxylessNASNets state dict into `supernet` (in place).
 
@@ -200,6 +213,10 @@ def load_ofa_state_dict(supernet: Supernet, state_dict, strict: bool = False) ->
         if our_key is None:
             if not key.endswith(_NBT):
                 unexpected.append(key)
+        elif not isinstance(value, torch.Tensor) or value.device.type == "meta":
+            raise ValueError(f"load_ofa_state_dict: {key!r} holds no data ({type(value).__name__}"
+                             f"{' on the meta device' if isinstance(value, torch.Tensor) else ''}); load the "
+                             f"checkpoint with map_location='cpu'")
         elif tuple(value.shape) != tuple(ours[our_key].shape):
             mismatched.append((our_key, tuple(value.shape), tuple(ours[our_key].shape)))
         else:
@@ -207,7 +224,7 @@ def load_ofa_state_dict(supernet: Supernet, state_dict, strict: bool = False) ->
     matched = set(fill) | {m[0] for m in mismatched}
     missing = [k for k in ours if k not in matched and not k.endswith(_NBT)]
     report = ImportReport(loaded=len(fill), missing=tuple(missing), unexpected=tuple(unexpected),
-                          mismatched=tuple(mismatched), notes=_bn_eps_note(supernet))
+                          mismatched=tuple(mismatched), notes=_bn_eps_note(supernet) + _value_notes(fill, ours))
     if strict and not report.ok:
         raise ValueError("load_ofa_state_dict(strict=True) refused the checkpoint; nothing was copied.\n"
                          + str(report))

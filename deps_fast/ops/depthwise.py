@@ -223,10 +223,11 @@ def elastic_depthwise_conv2d(
     used slice and window of weight (zero elsewhere) and to the transforms.
     """
     _check_inputs(x, weight, kernel_size, stride, transforms)
+    deterministic = _validate.boolean("deterministic", deterministic)
     name = _backend.resolve(backend, x.device, _backend.kernel_input_reason("x", x, x.numel() == 0))
     if name == "torch":
         return reference.elastic_depthwise_conv2d(x, weight, kernel_size, stride, transforms)
     if transforms is not None and kernel_size != weight.shape[-1]:
         # A tiny [c, k*k] x [k*k, k*k] product per call; autograd carries its gradient to weight and transforms.
         weight = reference.transformed_kernel(weight[: x.shape[1]], kernel_size, transforms)
-    return dwconv_fwd(x, weight, kernel_size, stride, name, bool(deterministic))
+    return dwconv_fwd(x, weight, kernel_size, stride, name, deterministic)

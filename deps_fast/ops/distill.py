@@ -44,13 +44,15 @@ def _check_inputs(student, teacher, target, temperature, soft_weight, hard_weigh
             raise ValueError(f"target must have shape ({student.shape[0]},), got {tuple(target.shape)}")
         if target.device != student.device:
             raise ValueError(f"target is on {target.device} but student is on {student.device}")
-        if target.numel():
+        if target.numel() and target.device.type != "meta":  # meta tensors carry shapes only
             lo, hi = torch.aminmax(target)  # one reduction and one device sync per call
             lo, hi = int(lo), int(hi)
             if lo < 0 or hi >= student.shape[1]:
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"target values must be in [0, V={student.shape[1]}), got {bad}")
-    _validate.positive("temperature", temperature)
+    # Below 1e-4 the logits / T reach ~1e5 x their size and float32 cancellation makes the fused kernels'
+    # result meaningless (the reference loses accuracy too): refused on every backend.
+    _validate.real("temperature", temperature, "a finite number >= 1e-4", lambda v: v >= 1e-4)
     _validate.real("soft_weight", soft_weight)
     _validate.real("hard_weight", hard_weight)
     _validate.fraction("label_smoothing", label_smoothing, include_one=True)
@@ -95,6 +97,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_loss, _grad_of_grad):
     (grad,) = ctx.saved_tensors
+    if torch.is_grad_enabled() and (grad_loss.requires_grad or grad.requires_grad):
+        raise RuntimeError("distillation_loss: double backward (create_graph=True) is not supported by the fused "
+                           "backends; use backend='torch' for higher-order gradients")
     scale = grad_loss[:, None] if ctx.per_row else grad_loss
     # Multiply in float32 and write straight into the student's dtype: no [B, V] float32 intermediate.
     return torch.mul(grad, scale, out=torch.empty_like(grad)), None, None, None, None, None, None, None, None

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from deps_fast import _validate
-from deps_fast.trainer.loaders import (DeviceBatches, DeviceLoader, ElasticResolution, FolderLoader, elastic_sizes,
-                                       to_output)
+from deps_fast.trainer.loaders import (BadImage, CheckedImages, DeviceBatches, DeviceLoader, ElasticResolution,
+                                       FolderLoader, drop_unreadable, elastic_sizes, to_output)
 
 EMBEDDED_NAMES = ("mnist5k", "embedded")
 AUGMENTS = ("standard", "deps", "ofa")  # ImageFolder training recipes (trainer.options describes them)
@@ -107,7 +107,7 @@ class TensorDataset:
 # ----------------------------------------------------------------------------------------------- load_dataset
 
 def load_dataset(spec: Union[str, os.PathLike], *, root_hint=None, resolution: Optional[int] = None,
-                 num_workers: Optional[int] = None, augment: str = "standard"):
+                 num_workers: Optional[int] = None, augment: str = "standard", skip_bad_images: bool = False):
     """The data set named by `spec` (see the module docstring). `root_hint` is where relative paths and the
     names "cifar10"/"cifar100" are looked up (default: the working directory). `resolution`: the size of the
     batches (None: a small set's own size, 224 for ImageFolder trees). `num_workers` and `augment` (one of
@@ -127,7 +127,8 @@ def load_dataset(spec: Union[str, os.PathLike], *, root_hint=None, resolution: O
     if cifar is not None:
         return _sized(load_cifar(cifar), resolution, augment)
     if is_image_folder_root(path):
-        return ImageFolderData(path, resolution=resolution or 224, num_workers=num_workers, augment=augment)
+        return ImageFolderData(path, resolution=resolution or 224, num_workers=num_workers, augment=augment,
+                               skip_bad_images=skip_bad_images)
     raise ValueError(f"data={str(spec)!r}: {path} is neither a CIFAR directory nor an ImageFolder root. "
                      f"{_ACCEPTED}")
 
@@ -261,10 +262,18 @@ def _read_cifar_batches(files: Sequence[Path], label_key: bytes):
     images, labels = [], []
     for file in files:
         # The official CIFAR python format is a pickle; only point `data` at files you trust.
-        with open(file, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
-        if b"data" not in batch or label_key not in batch:
-            raise ValueError(f"{file}: a CIFAR batch needs keys b'data' and {label_key!r}, has {sorted(batch)}")
+        try:
+            with open(file, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+                IndexError, KeyError) as exc:
+            raise ValueError(f"{file} is not a readable CIFAR batch ({type(exc).__name__}: {exc}); the file is "
+                             f"damaged or truncated: download the data set again") from None
+        except OSError as exc:
+            raise ValueError(f"{file} cannot be read: {exc.strerror or exc}") from None
+        if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+            keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise ValueError(f"{file}: a CIFAR batch needs keys b'data' and {label_key!r}, has {keys}")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{file}: b'data' must be uint8 [N, 3072], got shape {data.shape}")
@@ -307,8 +316,10 @@ class ImageFolderData:
     in_channels = 3
     mean, std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __init__(self, root, *, resolution: int = 224, num_workers: Optional[int] = None, augment: str = "standard"):
+    def __init__(self, root, *, resolution: int = 224, num_workers: Optional[int] = None, augment: str = "standard",
+                 skip_bad_images: bool = False):
         self._torchvision = _import_torchvision()  # fail at load time, not hours into a run
+        self.skip_bad_images = _validate.boolean("skip_bad_images", skip_bad_images)
         self.augment = _validate.one_of("augment", augment, AUGMENTS)
         self.root = Path(root)
         self.resolution = _validate.positive_int("resolution", resolution)
@@ -349,8 +360,11 @@ class ImageFolderData:
     def dataset(self, split: str):
         if split not in self._datasets:
             folder = self.root / ("train" if split == "train" else "val")
-            self._datasets[split] = self._torchvision.datasets.ImageFolder(
-                str(folder), transform=self._transform(split == "train"))
+            try:
+                base = self._torchvision.datasets.ImageFolder(str(folder), transform=self._transform(split == "train"))
+            except FileNotFoundError as exc:  # torchvision: a class folder without images
+                raise ValueError(f"data={str(self.root)!r}: {folder}: {exc}") from None
+            self._datasets[split] = CheckedImages(base, self.skip_bad_images, (3, self.resolution, self.resolution))
         return self._datasets[split]
 
     def train_loader(self, batch_size: int, *, device="cpu", rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -385,9 +399,14 @@ class ImageFolderData:
             batch_size=_validate.positive_int("batch_size", batch_size), shuffle=False,
             generator=torch.Generator().manual_seed(seed), num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available())
+        batches, skipped = [], []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return [to_output(x.to(device), channels_last, dtype) for x, _ in loader]
+            for x, y in loader:
+                x, _ = drop_unreadable(x, y, train_set, skipped)
+                if len(x):
+                    batches.append(to_output(x.to(device), channels_last, dtype))
+        return batches
 
 
 def calibration_batches(dataset: Union[TensorDataset, ImageFolderData], *, n_images: int = 2000,

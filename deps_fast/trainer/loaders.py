@@ -12,6 +12,7 @@ never asks which kind of data it has.
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Iterator, Optional
 
 import numpy as np
@@ -110,6 +111,10 @@ class DeviceLoader:
     @property
     def num_samples(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def skipped_files(self) -> list:
+        return []  # tensors in memory: nothing to be unreadable
 
     def _rank_span(self) -> tuple:
         if self.train:
@@ -218,6 +223,53 @@ def _normalizer(mean, std, channels: int, device) -> tuple:
 
 
 
+class BadImage(ValueError):
+    """An image file of an ImageFolder tree cannot be read; the message names it and what to do."""
+
+
+def _clean(exc: BadImage) -> BadImage:
+    # a worker's exception arrives wrapped in its traceback text; keep the one line that names the file
+    lines = [line for line in str(exc).splitlines() if "image file" in line]
+    return BadImage(lines[-1].split("BadImage: ", 1)[-1] if lines else str(exc))
+
+
+class CheckedImages(torch.utils.data.Dataset):
+    """An ImageFolder dataset whose unreadable files (PIL raises OSError) either stop the run with BadImage
+    naming the file or, with `skip`, come back as a blank image labelled -1 - index, which the loaders drop
+    and count (the file is named in a warning and the count in the report)."""
+
+    def __init__(self, base, skip: bool, shape: tuple):
+        self.base, self.skip, self.shape = base, bool(skip), tuple(shape)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def path(self, index: int) -> str:
+        return str(self.base.samples[index][0])
+
+    def __getitem__(self, index: int):
+        try:
+            return self.base[index]
+        except OSError as exc:
+            if not self.skip:
+                raise BadImage(f"image file {self.path(index)} cannot be read ({exc}); remove or replace it, or "
+                               f"rerun with --resume --skip-bad-images to skip unreadable files") from None
+            return torch.zeros(self.shape), -1 - index
+
+
+def drop_unreadable(x: torch.Tensor, y: torch.Tensor, dataset, skipped: list) -> tuple:
+    """Remove the placeholders CheckedImages returned for unreadable files, naming each file once."""
+    bad = y < 0
+    if not bool(bad.any()):
+        return x, y
+    for code in y[bad].tolist():
+        name = dataset.path(-1 - code) if hasattr(dataset, "path") else f"index {-1 - code}"
+        if name not in skipped:
+            skipped.append(name)
+            warnings.warn(f"skipped unreadable image {name} (--skip-bad-images)", RuntimeWarning)
+    return x[~bad], y[~bad]
+
+
 class FolderLoader:
     """Training batches of an ImageFolder tree with DeviceLoader's contract: `len()` batches per epoch and
     `batch(epoch, index)` on the device. `batch_size` is GLOBAL: each rank reads its batch_size // world_size
@@ -239,6 +291,8 @@ class FolderLoader:
             num_workers=num_workers, pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0)
         self._cursor: tuple = (None, None)  # (epoch, index) the open iterator yields next
         self._iterator = None
+        self.dataset = dataset
+        self.skipped_files: list = []  # unreadable images skipped so far (--skip-bad-images)
 
     def __len__(self) -> int:
         return len(self._sampler) // self.per_rank_batch
@@ -250,8 +304,13 @@ class FolderLoader:
             self._sampler.set_epoch(epoch)
             self._sampler.skip = index * self.per_rank_batch
             self._iterator = iter(self._loader)
-        x, y = next(self._iterator)
+        try:
+            x, y = next(self._iterator)
+        except BadImage as exc:
+            self._cursor = (None, None)
+            raise _clean(exc) from None
         self._cursor = (epoch, index + 1)
+        x, y = drop_unreadable(x, y, self.dataset, self.skipped_files)
         return (to_output(x.to(self.device, non_blocking=True), self.channels_last),
                 y.to(self.device, non_blocking=True))
 
@@ -290,6 +349,10 @@ class ElasticResolution:
     def __init__(self, loader, sizes, seed: int = 0):
         self.loader, self.sizes, self.seed = loader, tuple(int(s) for s in sizes), int(seed)
         assert self.sizes, "elastic resolution needs at least one size"
+
+    @property
+    def skipped_files(self) -> list:
+        return self.loader.skipped_files
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import signal
 import sys
 import time
+import uuid
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,11 +20,13 @@ from typing import Optional
 import torch
 
 import deps_fast
-from deps_fast._util import device_name
+from deps_fast._util import atomic_write, device_name
 from deps_fast.models import build_supernet
 from deps_fast.ops import _backend
 from deps_fast.trainer import checkpoint as ckpt
+from deps_fast.trainer import rundir
 from deps_fast.trainer.datasets import load_dataset
+from deps_fast.trainer.loaders import BadImage
 from deps_fast.trainer.distributed import World, barrier, init_world, shutdown, sync_step
 from deps_fast.trainer.evaluate import evaluate_subnet, final_subnets
 from deps_fast.trainer.options import Options, build_schedule
@@ -36,6 +40,7 @@ class StopRequested:
 
     def __init__(self):
         self.signum: Optional[int] = None
+        self.time = 0.0  # time.monotonic() of the first signal
         self._previous = {}
 
     def __enter__(self):
@@ -49,7 +54,7 @@ class StopRequested:
     def _handle(self, signum, _frame):
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.signum = signum
+        self.signum, self.time = signum, time.monotonic()
         print(f"\n[deps_fast] signal {signum}: finishing the step, then checkpointing", file=sys.stderr)
 
     def __exit__(self, *exc):
@@ -63,8 +68,33 @@ def _amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def _out_dir(o: Options) -> Path:
-    return Path(o.out or f"runs/{o.schedule}-{o.space}-{Path(str(o.data)).name}")
+def _default_out(o: Options) -> Path:
+    return Path(f"runs/{o.schedule}-{o.space}-{Path(str(o.data)).name}")
+
+
+class DivergedError(RuntimeError):
+    """Training diverged; the message is one paragraph saying where, what was kept and how to go on."""
+
+
+class SaveError(RuntimeError):
+    """The trained weights could not be saved at the end of training (disk full, permissions)."""
+
+
+def _finite(module) -> bool:
+    """Whether every parameter is finite (BN running statistics are not checked: evaluation recalibrates them,
+    and the forward passes of skipped steps may have updated them with non-finite batches)."""
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def _json_safe(value):
+    """NaN and infinities as null: metrics.jsonl stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 class Trainer:
@@ -83,10 +113,22 @@ class Trainer:
         self.world, self.device = init_world(o.device)
         self.backend = _backend.resolve(o.backend, self.device, lambda name: None)  # fails early and clearly
         self.amp_dtype = _amp_dtype(o.amp, self.device)
-        self.out = _out_dir(o)
+        self.out = rundir.resolve_folder(o.out, _default_out(o), o.resume)
+        self.lock = rundir.RunLock(self.out) if self.world.is_main else None  # one trainer per folder
+        try:
+            if self.world.is_main:
+                rundir.prepare(self.out, resume=o.resume, overwrite=o.overwrite)
+            barrier(self.world)
+            self._build(o)
+        except BaseException:
+            self.close()  # a setup failure releases the folder at once
+            raise
+
+    def _build(self, o: Options) -> None:
         self.channels_last = self.device.type == "cuda"
         torch.manual_seed(o.seed)  # identical initial weights on every rank
-        self.data = load_dataset(o.data, resolution=o.resolution, num_workers=o.workers, augment=o.augment)
+        self.data = load_dataset(o.data, resolution=o.resolution, num_workers=o.workers, augment=o.augment,
+                                 skip_bad_images=o.skip_bad_images)
         self.resolution = self.data.resolution
         self.model = build_supernet(o.space, self.data.num_classes, o.width_mult, o.resolved_kernel_sizes(),
                                     o.expand_ratios, o.depths, dropout=o.dropout, in_channels=self.data.in_channels)
@@ -115,6 +157,11 @@ class Trainer:
         self.step, self.teacher, self.bad_steps, self.saved_step = 0, None, 0, None
         self.phase_wall: dict[str, float] = {}
         self.evals: list[dict] = []
+        self.run_id = uuid.uuid4().bytes  # stamps this run's checkpoints (a resumed run takes its checkpoint's)
+        self.lr_history: list[dict] = [{"step": 0, "lr": o.lr}]  # --lr changes made on --resume
+        self.skipped_images: list[str] = []
+        self.good_checkpoint: Optional[Path] = None
+        self.save_failed = False
         if o.resume:
             self.resume()  # refuses a checkpoint of other options before anything is written
 
@@ -126,7 +173,9 @@ class Trainer:
                 "teacher": None if self.teacher is None else self.teacher.state_dict(),
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),
                 "rng": ckpt.capture_rng_state(), "phase_wall": dict(self.phase_wall), "evals": list(self.evals),
-                "bad_steps": self.bad_steps, "options": self.options.to_dict(), "schedule": self.schedule.to_dict()}
+                "bad_steps": self.bad_steps, "options": self.options.to_dict(), "schedule": self.schedule.to_dict(),
+                "run_id": self.run_id.hex(), "lr_history": list(self.lr_history),
+                "skipped_images": self._skipped()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict()` saved (the caller has checked that the options match)."""
@@ -140,35 +189,73 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.phase_wall, self.evals = dict(state["phase_wall"]), list(state["evals"])
+        self.run_id = bytes.fromhex(state["run_id"]) if state.get("run_id") else self.run_id
+        self.lr_history = list(state.get("lr_history", self.lr_history))
+        self.skipped_images = list(state.get("skipped_images", []))
         ckpt.restore_rng_state(state["rng"])
 
-    def save(self) -> None:
+    def save(self, final: bool = False) -> None:
+        """Checkpoint the state (rank 0 writes). Never saves non-finite weights, nor during a streak of skipped
+        non-finite steps (the last good checkpoint must not be rotated out). A failed write (disk full) is
+        reported with the path and the space and training goes on, retrying at the next interval; a failed
+        `final` save raises SaveError."""
+        if self.bad_steps:
+            self.log(f"step {self.step}: no checkpoint during a streak of non-finite steps; the last good one "
+                     f"stays {self.good_checkpoint}")
+            return
+        if not _finite(self.model):
+            raise DivergedError(self._diverged_message("the weights became non-finite"))
         self.saved_step = self.step
+        failure = None
         if self.world.is_main:
-            ckpt.save_checkpoint(self.out / "checkpoints", self.state_dict(), self.step,
-                                 keep=self.options.keep_checkpoints)
+            try:
+                self.good_checkpoint = ckpt.save_checkpoint(self.out / "checkpoints", self.state_dict(), self.step,
+                                                            keep=self.options.keep_checkpoints, run_id=self.run_id)
+                self.save_failed = False
+            except ckpt.SaveFailed as exc:
+                failure, self.save_failed, self.saved_step = exc, True, None
+                warnings.warn(f"{exc}; the previous checkpoint {self.good_checkpoint} is intact, training goes on "
+                              f"and saving is retried at the next interval", RuntimeWarning)
         barrier(self.world)
+        if failure is not None and final:
+            raise SaveError(f"the trained weights could not be saved: {failure}. Free space and rerun the same "
+                            f"command with --resume (it continues from {self.good_checkpoint}).")
 
     def resume(self) -> bool:
-        """Load the newest good checkpoint of --out; False if there is none. Refuses one written with other
-        fixed options or for another schedule."""
-        found = ckpt.latest_checkpoint(self.out / "checkpoints", map_location=self.device)
-        if found is None:
-            self.log(f"--resume: no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
-            return False
-        state, path = found
+        """Load the newest good checkpoint of --out. Refuses (ValueError, exit 2) a folder without one, listing
+        every file and why it was rejected, and a checkpoint written with other fixed options or for another
+        schedule; a changed --lr is allowed with a warning and recorded."""
+        state, path, rejected = ckpt.newest_checkpoint(self.out / "checkpoints", map_location=self.device)
+        if state is None:
+            if rejected:
+                raise ValueError(f"--resume: no usable checkpoint in {self.out / 'checkpoints'}; nothing was "
+                                 f"deleted. Rejected: " + "; ".join(f"{p.name}: {why}" for p, why in rejected))
+            raise ValueError(f"--resume: nothing to resume in {self.out} (no checkpoint); run without --resume to "
+                             f"start, or point --out at the run to continue")
         saved = state["options"]
         changed = self.options.changed_since(saved)
         if changed:
             now = self.options.to_dict()
             raise ValueError(f"--resume: {path} was written with different {changed}: "
                              + ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in changed))
-        if json.dumps(state["schedule"], sort_keys=True) != json.dumps(self.schedule.to_dict(), sort_keys=True):
+        if _schedule_shape(state["schedule"]) != _schedule_shape(self.schedule.to_dict()):
             raise ValueError(f"--resume: {path} was written for a different schedule (steps per epoch, phases or "
                              f"LR curve differ); start a new --out or restore the original options")
         self.load_state_dict(state)
+        for name in self.options.changed_since(saved, self.options.changeable_on_resume()):
+            warnings.warn(f"--resume: {name} changed from {saved.get(name)!r} to {getattr(self.options, name)!r} "
+                          f"at step {self.step}; recorded in config.json and the report", RuntimeWarning)
+            if name == "lr":
+                self.lr_history.append({"step": self.step, "lr": self.options.lr})
+        self.good_checkpoint = path
+        if self.world.is_main:
+            _drop_metrics_after(self.out / "metrics.jsonl", self.step)
         self.log(f"resumed from {path} at step {self.step}")
         return True
+
+    def _skipped(self) -> list:
+        """Unreadable training images skipped so far, this process's and those a resumed checkpoint recorded."""
+        return sorted(set(self.skipped_images) | set(self.train_loader.skipped_files))
 
     def _frozen_copy(self):
         teacher = copy.deepcopy(self.model).eval()
@@ -201,11 +288,10 @@ class Trainer:
         rank 0 (None on other ranks, or when stopped early by a signal or --stop-after-steps)."""
         o = self.options
         if self.world.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(
+            atomic_write(self.out / "config.json", json.dumps(
                 {"options": o.to_dict(), "schedule": self.schedule.to_dict(), "device": device_name(self.device),
-                 "world_size": self.world.size, "deps_fast": deps_fast.__version__, "torch": torch.__version__},
-                indent=2))
+                 "world_size": self.world.size, "deps_fast": deps_fast.__version__, "torch": torch.__version__,
+                 "run_id": self.run_id.hex(), "lr_history": self.lr_history}, indent=2).encode())
         total = self.schedule.total_steps()
         self.log(f"{o.schedule} on {o.space} (width {o.width_mult}), data {o.data}: {total} steps "
                  f"({self.schedule.total_epochs():g} epochs of {self.steps_per_epoch}), device "
@@ -219,41 +305,56 @@ class Trainer:
                         return None
             progress.close()
             if self.saved_step != self.step:
-                self.save()  # the trained weights, before evaluation
+                self.save(final=True)  # the trained weights, before evaluation
             return self.finish()
         finally:
             progress.close()
             self.metrics.close()
+            self.close()
+
+    def close(self) -> None:
+        """Release the run folder (the lock); the process exiting releases it too."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _one_step(self, stop: StopRequested, progress: Progress) -> bool:
         o, plan = self.options, self.schedule.plan(self.step)
         started = time.perf_counter()  # device-hours include data, augmentation and the channel sort
         if plan.phase_start:
             self.on_phase_start(plan)
-        x, y = self.batch(self.step)
+        try:
+            x, y = self.batch(self.step)
+        except BadImage:
+            self.save()  # the state before this step is consistent: nothing trained is lost
+            raise
         micro = list(zip(x.chunk(o.accum_steps), y.chunk(o.accum_steps)))
         result = train_step(self.model, self.optimizer, plan, micro, seed=o.seed, label_smoothing=o.label_smoothing,
                             amp_dtype=self.amp_dtype, scaler=self.scaler, teacher=self.teacher,
                             sync=lambda flags: sync_step(self.model.parameters(), self.world, flags),
-                            stop_requested=stop.signum is not None)
+                            stop_requested=lambda: stop.signum is not None)
         elapsed = time.perf_counter() - started
         name = plan.phase.name
         self.phase_wall[name] = self.phase_wall.get(name, 0.0) + elapsed
         images_per_s = o.batch_size / elapsed
+        self.metrics.write(_json_safe({"type": "step", "step": self.step, "epoch": plan.epoch, "phase": name,
+                                       "lr": plan.lr, "beta": plan.beta, "losses": result.losses,
+                                       "grad_norm": result.grad_norm, "images_per_s": images_per_s,
+                                       "skipped": not result.finite}))
         self._guard(result, plan)
-        self.metrics.write({"type": "step", "step": self.step, "epoch": plan.epoch, "phase": name, "lr": plan.lr,
-                            "beta": plan.beta, "losses": result.losses, "images_per_s": images_per_s,
-                            "skipped": not result.finite})
         progress.update(name, plan.beta, result.losses, images_per_s)
         self.step += 1
+        # One process acts on a signal right after the step it arrived in; ranks act on the flag their
+        # all-reduce carried, so they all stop after the same step.
+        stop_now = result.stop or (self.world.size == 1 and stop.signum is not None)
         if self.step % self.steps_per_epoch == 0:
             self.end_of_epoch(self.step // self.steps_per_epoch)
-        elif o.ckpt_every and self.step % o.ckpt_every == 0:
+        elif (o.ckpt_every and self.step % o.ckpt_every == 0) or (self.save_failed and not stop_now):
             self.save()
-        if result.stop or (o.stop_after_steps is not None and self.step >= o.stop_after_steps):
-            if self.step % self.steps_per_epoch != 0:
-                self.save()
-            why = "stop requested by signal" if result.stop else f"--stop-after-steps {o.stop_after_steps}"
+        if stop_now or (o.stop_after_steps is not None and self.step >= o.stop_after_steps):
+            if self.saved_step != self.step:
+                self.save(final=True)
+            why = (f"stop requested by signal ({time.monotonic() - stop.time:.1f} s from the signal to the "
+                   f"checkpoint)" if stop_now else f"--stop-after-steps {o.stop_after_steps}")
             self.log(f"{why}: checkpoint at step {self.step} in {self.out / 'checkpoints'}; continue with --resume")
             return False
         return True
@@ -263,18 +364,25 @@ class Trainer:
             self.bad_steps = 0
             return
         self.bad_steps += 1
-        warnings.warn(f"step {plan.step}: non-finite loss {result.losses}; update skipped "
-                      f"({self.bad_steps} in a row, limit {self.options.max_bad_steps})", RuntimeWarning)
+        warnings.warn(f"step {plan.step}: non-finite loss or gradient (losses {result.losses}, gradient norm "
+                      f"{result.grad_norm:.3g}); update skipped ({self.bad_steps} in a row, limit "
+                      f"{self.options.max_bad_steps})", RuntimeWarning)
         if self.bad_steps >= self.options.max_bad_steps:
-            raise RuntimeError(f"{self.bad_steps} non-finite losses in a row (last at step {plan.step}, phase "
-                               f"{plan.phase.name}, lr {plan.lr:.4g}): training diverged. Lower --lr, use "
-                               f"--amp off, or raise --max-bad-steps; the last good checkpoint is in "
-                               f"{self.out / 'checkpoints'}")
+            raise DivergedError(self._diverged_message(
+                f"{self.bad_steps} non-finite losses or gradients in a row, the last at step {plan.step} (phase "
+                f"{plan.phase.name}, lr {plan.lr:.4g}); none of those updates was applied"))
+
+    def _diverged_message(self, what: str) -> str:
+        lower = self.options.lr / 10
+        return (f"training diverged: {what}. The last good checkpoint is {self.good_checkpoint or 'none yet'} "
+                f"(non-finite weights are never saved or evaluated). Continue it with a lower learning rate: the "
+                f"same command with --resume --lr {lower:.3g} (a changed --lr is allowed on --resume and recorded "
+                f"in config.json and the report); or raise --max-bad-steps if isolated bad batches are expected.")
 
     def end_of_epoch(self, epoch: int) -> None:
         o = self.options
         last = self.step >= self.schedule.total_steps()
-        if o.eval_every and epoch % o.eval_every == 0 and not last and self.world.is_main:
+        if o.eval_every and epoch % o.eval_every == 0 and not last and self.world.is_main and not self.bad_steps:
             scores = {name: self.evaluate(config) for name, config in
                       (("min", self.model.min_config()), ("max", self.model.max_config()))}
             self.evals.append({"epoch": epoch, "step": self.step, "top1": scores})
@@ -283,6 +391,8 @@ class Trainer:
         self.save()
 
     def evaluate(self, config) -> float:
+        if not _finite(self.model):
+            raise DivergedError(self._diverged_message("the weights are non-finite, so nothing can be evaluated"))
         return evaluate_subnet(self.model, config, self.calibration, self.test_batches, self.device, self.amp_dtype)
 
     # ---- the end -------------------------------------------------------------------------------------------
@@ -310,13 +420,41 @@ class Trainer:
                       batch_size=o.batch_size, resolution=self.resolution, width_mult=o.width_mult,
                       deps_fast=deps_fast.__version__, torch=torch.__version__, command=self.command,
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), eval_s=eval_s,
-                      lr=o.lr, full_epochs=o.resolved_full_epochs(), augment=o.augment,
+                      lr=o.lr, lr_changes=_lr_changes(self.lr_history), skipped_images=len(self._skipped()),
+                      full_epochs=o.resolved_full_epochs(), augment=o.augment,
                       training_resolution=o.resolution_policy(), sort_stages=_sort_stages(sched))
         walls = []
         for index, phase in enumerate(sched.phases):
             start, end = sched.phase_bounds(index)
             walls.append((phase.name, phase.epochs, end - start, self.phase_wall.get(phase.name, 0.0)))
         return Report.from_training(run, subnets, walls, o.batch_size, self.world.size, self.evals)
+
+
+def _lr_changes(history: list) -> Optional[str]:
+    if len(history) < 2:
+        return None
+    return ", ".join(f"{a['lr']:g} -> {b['lr']:g} at step {b['step']}" for a, b in zip(history, history[1:]))
+
+
+def _schedule_shape(schedule: dict) -> str:
+    """A schedule's description without its learning rates (--lr may change on --resume)."""
+    phases = [{k: v for k, v in p.items() if k != "lr"} for p in schedule["phases"]]
+    return json.dumps({**schedule, "phases": phases}, sort_keys=True)
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """A resumed run replays from `step`: drop the records of later steps (those the checkpoint does not hold)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if record.get("step", 0) < step or (record.get("type") == "eval" and record.get("step", 0) <= step):
+            kept.append(line)
+    atomic_write(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 
 def _sort_stages(schedule) -> str:

@@ -31,7 +31,13 @@ BACKENDS = ("auto", "cuda", "triton", "cpp", "torch")
 
 def _fixed(default):
     """An option that must not change across --resume: the checkpoint would not mean the same thing."""
-    return field(default=default, metadata={"fixed_on_resume": True})
+    return field(default=default, metadata={"on_resume": "fixed"})
+
+
+def _changeable(default):
+    """An option that may change across --resume (with a warning, recorded in config.json and the report):
+    the way out of a diverged run is to resume its last good checkpoint with a lower learning rate."""
+    return field(default=default, metadata={"on_resume": "warn"})
 
 
 @dataclass
@@ -59,7 +65,7 @@ class Options:
     # optimisation
     batch_size: int = _fixed(128)
     accum_steps: int = _fixed(1)                   # micro-batches per optimizer step (same global batch, less memory)
-    lr: float = _fixed(0.1)                        # peak LR of the full model (OFA's later phases: OFA's ratios)
+    lr: float = _changeable(0.1)                   # peak LR of the full model (OFA's later phases: OFA's ratios)
     lr_floor: float = _fixed(0.01)
     momentum: float = _fixed(0.9)
     weight_decay: float = _fixed(5e-5)
@@ -75,6 +81,8 @@ class Options:
     # outputs
     out: Optional[str] = None              # None: runs/<schedule>-<space>-<data>
     resume: bool = False
+    overwrite: bool = False                # replace the run already in --out (default: refuse)
+    skip_bad_images: bool = False          # ImageFolder: skip unreadable images (counted in the report)
     ckpt_every: int = 0                    # also checkpoint every N steps (0: only at epoch ends)
     keep_checkpoints: int = 3
     eval_every: int = 1                    # evaluate min and max every N epochs (0: only at the end)
@@ -91,7 +99,12 @@ class Options:
     @classmethod
     def fixed_on_resume(cls) -> tuple:
         """Names of the options a resumed run must share with its checkpoint."""
-        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("fixed_on_resume"))
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("on_resume") == "fixed")
+
+    @classmethod
+    def changeable_on_resume(cls) -> tuple:
+        """Names of the options a resumed run may change (with a warning)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("on_resume") == "warn")
 
     def resolved_kernel_sizes(self) -> tuple:
         if self.kernel_sizes is not None:
@@ -114,10 +127,12 @@ class Options:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-    def changed_since(self, saved: dict) -> list:
-        """The fixed-on-resume options whose value differs from `saved` (a checkpoint's to_dict())."""
+    def changed_since(self, saved: dict, names: Optional[tuple] = None) -> list:
+        """The options among `names` (default: the fixed-on-resume ones) whose value differs from `saved` (a
+        checkpoint's to_dict())."""
         now = self.to_dict()
-        return [k for k in self.fixed_on_resume() if json.dumps(saved.get(k)) != json.dumps(now.get(k))]
+        names = self.fixed_on_resume() if names is None else names
+        return [k for k in names if json.dumps(saved.get(k)) != json.dumps(now.get(k))]
 
 
 def build_schedule(o: Options, steps_per_epoch: int) -> Schedule:
@@ -238,7 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", help="auto, cpu, cuda or cuda:N (torchrun sets one per rank)")
     a("--seed", type=int, help="seed of data order, augmentation, init and subnet sampling")
     a("--out", help="run directory (default runs/<schedule>-<space>-<data>)")
-    a("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
+    a("--resume", action="store_true", help="continue from the newest valid checkpoint in --out (--lr may change)")
+    a("--overwrite", action="store_true", help="replace the run already in --out (default: refuse to mix runs)")
+    a("--skip-bad-images", action="store_true", help="ImageFolder: skip unreadable image files, counted in "
+                                                     "the report (default: stop and name the file)")
     a("--ckpt-every", type=int, help="also checkpoint every N steps (0: at epoch ends only)")
     a("--keep-checkpoints", type=_positive(int), help="checkpoints kept")
     a("--eval-every", type=int, help="evaluate min and max every N epochs (0: only at the end)")
@@ -350,6 +368,8 @@ _CHECKS = {
     "seed": lambda n, v: _validate.integer(n, v, minimum=0),
     "out": _optional(_string),
     "resume": _validate.boolean,
+    "overwrite": _validate.boolean,
+    "skip_bad_images": _validate.boolean,
     "ckpt_every": lambda n, v: _validate.integer(n, v, minimum=0),
     "keep_checkpoints": _validate.positive_int,
     "eval_every": lambda n, v: _validate.integer(n, v, minimum=0),

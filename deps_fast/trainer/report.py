@@ -80,6 +80,8 @@ class RunInfo:
     augment: Optional[str] = None
     training_resolution: Optional[str] = None    # "fixed" or "elastic MIN-MAX step S" (OFA's recipe)
     sort_stages: Optional[str] = None            # where OFA's channel sort ran, at which stage
+    lr_changes: Optional[str] = None             # --lr changed on --resume: "0.1 -> 0.05 at step 120"
+    skipped_images: Optional[int] = None         # unreadable images skipped (--skip-bad-images)
 
 
 @dataclass(frozen=True)
@@ -401,6 +403,10 @@ def _describe_run(run: RunInfo) -> str:
         parts.append(f"augment {run.augment}")
     if run.sort_stages is not None:
         parts.append(f"channel sort {run.sort_stages}")
+    if run.lr_changes:
+        parts.append(f"LR changed on resume: {run.lr_changes}")
+    if run.skipped_images:
+        parts.append(f"{run.skipped_images} unreadable images skipped")
     return " · ".join(parts)
 
 

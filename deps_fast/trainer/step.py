@@ -7,6 +7,7 @@ All losses go through the fused distillation loss.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -20,8 +21,9 @@ from deps_fast.schedules import StepPlan, subnet_generator
 class StepResult:
     """What one optimizer step reports back to the loop."""
     losses: dict            # name -> mean loss over micro-batches (float); names: max, min, rand0, rand1, ...
-    finite: bool
+    finite: bool            # losses and the gradient norm finite on every rank: the update was applied
     stop: bool              # some rank asked to stop (signal)
+    grad_norm: float = 0.0  # this rank's gradient norm before the update (inf/nan when the step was skipped)
 
 
 def step_subnets(model, plan: StepPlan, seed: int):
@@ -47,11 +49,15 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple], *, seed: int,
                label_smoothing: float, amp_dtype: Optional[torch.dtype] = None, scaler=None, teacher=None,
-               sync: Optional[Callable[[list], list]] = None, stop_requested: bool = False) -> StepResult:
+               sync: Optional[Callable[[list], list]] = None,
+               stop_requested: Callable[[], bool] | bool = False) -> StepResult:
     """Run the plan's nets on each micro-batch, accumulate gradients, sync ranks, step the optimizer.
 
     `teacher` is the frozen full model for phases with teacher == "frozen" (OFA). `sync(flags)` averages
-    gradients over ranks and returns the summed flags. A non-finite loss on any rank skips the update.
+    gradients over ranks and returns the summed flags. A non-finite loss or gradient norm on any rank skips the
+    update, so weights never take a step that would make them non-finite (divergence is caught where it starts;
+    under fp16 the GradScaler's own inf check does this). `stop_requested` is read just before the ranks sync,
+    so a signal that arrives during the step stops the run right after it, on every rank alike.
     """
     phase = plan.phase
     device = micro_batches[0][0].device
@@ -91,9 +97,15 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
                                      label_smoothing=label_smoothing if hard else 0.0)
             backward(name, loss, plan.beta if phase.beta_ramp else 1.0)
 
-    values = torch.stack([v.float() for v in totals.values()]).tolist()  # one device sync per step
-    finite = all(v == v and abs(v) != float("inf") for v in values)
-    flags = [0.0 if finite else 1.0, 1.0 if stop_requested else 0.0]
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    # float32 norm of the local gradients: inf once they pass ~1e19, the scale at which an update wrecks weights
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([g.float() for g in grads]))) if grads and \
+        scaler is None else torch.zeros((), device=device)
+    values = torch.stack([v.float() for v in totals.values()] + [norm.float()]).tolist()  # one device sync a step
+    grad_norm, values = values[-1], values[:-1]
+    finite = all(math.isfinite(v) for v in values) and math.isfinite(grad_norm)
+    wants_stop = stop_requested() if callable(stop_requested) else stop_requested
+    flags = [0.0 if finite else 1.0, 1.0 if wants_stop else 0.0]
     if sync is not None:
         flags = sync(flags)
     finite = flags[0] == 0.0
@@ -107,7 +119,7 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.update(scaler.get_scale() / 2)
-    return StepResult(dict(zip(totals, values)), finite, flags[1] > 0)
+    return StepResult(dict(zip(totals, values)), finite, flags[1] > 0, grad_norm)
 
 
 def parameter_groups(model, weight_decay: float) -> list[dict]:
