@@ -79,7 +79,7 @@ def test_a_run_keeps_foreign_files_and_never_prunes_what_it_cannot_verify(tmp_pa
 # --------------------------------------------------------------------------------------- 2. divergence
 def test_divergence_aborts_clearly_keeps_a_good_checkpoint_and_resumes_with_a_lower_lr(tmp_path, capsys):
     out = tmp_path / "run"
-    status, err = run_cli(capsys, *TINY, "--out", str(out), "--epochs", "0.3", "--lr", "1e4", "--ckpt-every", "1",
+    status, err = run_cli(capsys, *TINY, "--out", str(out), "--epochs", "0.15", "--lr", "1e4", "--ckpt-every", "1",
                           "--max-bad-steps", "2")
     assert status == 2 and "training diverged" in err and "--resume --lr" in err and "Traceback" not in err
     kept = ckpt.list_checkpoints(out / "checkpoints")
@@ -91,7 +91,7 @@ def test_divergence_aborts_clearly_keeps_a_good_checkpoint_and_resumes_with_a_lo
     # the advice works: a lower --lr on --resume is accepted, warned about and recorded (lr 1e4 wrecked the
     # weights in one step, so the resumed steps may still be skipped: --max-bad-steps lets it run to the end)
     with pytest.warns(RuntimeWarning, match="lr changed from 10000.0 to 0.05"):
-        status, err = run_cli(capsys, *TINY, "--out", str(out), "--epochs", "0.3", "--lr", "0.05", "--resume",
+        status, err = run_cli(capsys, *TINY, "--out", str(out), "--epochs", "0.15", "--lr", "0.05", "--resume",
                               "--max-bad-steps", "100")
     assert status == 0, err
     config = json.loads((out / "config.json").read_text())
