@@ -391,22 +391,12 @@ def _describe_run(run: RunInfo) -> str:
     parts = [f"Device: {run.device}", f"world size {run.world_size}", f"data {run.data}",
              f"space {run.space}", f"schedule {run.schedule}", f"torch {run.torch or 'n/a'}",
              f"deps_fast {run.deps_fast or 'n/a'}"]
-    if run.batch_size is not None:
-        parts.append(f"batch {run.batch_size}")
-    if run.resolution is not None:
-        parts.append(f"resolution {run.resolution}")
-    if run.training_resolution is not None:
-        parts.append(f"training resolution {run.training_resolution}")
-    if run.lr is not None:
-        parts.append(f"peak LR {run.lr:g}")
-    if run.augment is not None:
-        parts.append(f"augment {run.augment}")
-    if run.sort_stages is not None:
-        parts.append(f"channel sort {run.sort_stages}")
-    if run.lr_changes:
-        parts.append(f"LR changed on resume: {run.lr_changes}")
-    if run.skipped_images:
-        parts.append(f"{run.skipped_images} unreadable images skipped")
+    optional = (("batch", run.batch_size), ("resolution", run.resolution),
+                ("training resolution", run.training_resolution), ("peak LR", run.lr), ("augment", run.augment),
+                ("channel sort", run.sort_stages), ("LR changed on resume:", run.lr_changes),
+                ("unreadable images skipped:", run.skipped_images or None))
+    parts += [f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}"
+              for label, value in optional if value is not None]
     return " · ".join(parts)
 
 
