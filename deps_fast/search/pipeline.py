@@ -1,0 +1,388 @@
+"""The specialization step end to end (docs/method.md §9): costs, latency table, budgets checked, subnets
+evaluated on the search split, predictor, NSGA-II per budget, the chosen subnets measured for real on the test
+set and as whole networks, exported; `search.json`, `search.md` and `pareto.png` written.
+
+Everything measured is kept under RUN/search/ and reused by a rerun: the evaluation cache, the latency table,
+the predictor (when its training data and settings are unchanged).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+import deps_fast
+from deps_fast._util import atomic_write, device_name, seeded_generator
+from deps_fast.models import SubnetConfig
+from deps_fast.search import report as search_report
+from deps_fast.search.costs import METRICS, CostTable, count_macs, count_params, subnet_parts
+from deps_fast.search.encoding import SubnetEncoding
+from deps_fast.search.evaluate import EvaluationCache, fingerprint
+from deps_fast.search.latency import LatencyTable, check_table, table_path
+from deps_fast.search.nsga import Constraint, InfeasibleBudget, check_budgets, nsga2
+from deps_fast.search.predictor import FitSettings, fit_predictor, holdout_split, kendall_tau, rmse
+from deps_fast.search.source import Source
+from deps_fast.trainer.evaluate import evaluate_subnet, final_subnets
+
+BUDGET_FLAGS = {"mflops": "--max-mflops", "params_m": "--max-params-m", "latency_ms": "--max-latency-ms"}
+
+
+@dataclass
+class SearchSettings:
+    """What the search does; `python -m deps_fast.search --help` describes each."""
+    budgets: dict = field(default_factory=dict)   # metric -> budget, metrics as in costs.METRICS
+    resolutions: Optional[tuple] = None            # None: the training resolution
+    n_subnets: Optional[int] = None                # None: 200 on CPU, 1000 on GPU
+    population: int = 100
+    generations: int = 100
+    search_images: Optional[int] = None            # None: a quarter of the training images, at most 10,000
+    calib_images: int = 2000
+    calib_batch: int = 200
+    eval_batch: int = 500
+    holdout: float = 0.2                           # share of evaluated subnets that tests the predictor
+    predictor_epochs: int = 300
+    latency_batch: int = 1
+    latency_runtime: str = "torch"
+    latency_warmup: int = 10
+    latency_repeats: int = 50
+    latency_check: int = 10                        # random subnets timed whole to check the table
+    export: bool = True
+    onnx: bool = True
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class Target:
+    """One deployment target: the budgets it must meet and the cost its front trades accuracy against."""
+    name: str
+    objective: str
+    budgets: dict
+
+
+def _log(message: str) -> None:
+    print(f"[deps_fast.search] {message}", file=sys.stderr, flush=True)
+
+
+def _targets(budgets: dict) -> list[Target]:
+    targets = [Target(f"{BUDGET_FLAGS[m]} {b:g}", m, {m: b}) for m, b in budgets.items()]
+    if len(budgets) > 1:
+        targets.append(Target("all budgets together", next(iter(budgets)), dict(budgets)))
+    return targets
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+class SearchRun:
+    """One search over the supernet of `source` with `settings`; `run()` does all stages and returns the
+    result dict (also written as search.json)."""
+
+    def __init__(self, source: Source, settings: SearchSettings, device: torch.device, command: str = ""):
+        self.source, self.s, self.device, self.command = source, settings, device, command
+        self.net = source.supernet
+        self.out = Path(source.run_dir) / "search"
+        self.resolutions = tuple(settings.resolutions or (source.resolution,))
+        self.encoding = SubnetEncoding(self.net, self.resolutions)
+        self.n_subnets = settings.n_subnets or (1000 if device.type == "cuda" else 200)
+        self.amp_dtype = torch.bfloat16 if device.type == "cuda" else None  # as the trainer evaluates
+        self.times: dict[str, float] = {}
+        self._data: dict = {}
+
+    def stage(self, name: str, started: float) -> None:
+        self.times[name] = round(time.perf_counter() - started, 2)
+
+    # ---- costs -----------------------------------------------------------------------------------------------
+    def build_costs(self) -> None:
+        """Exact MFLOPs and parameter tables, then the latency table (measured only for parts it lacks); each
+        budget is checked against the space's smallest value as soon as its table exists."""
+        started = time.perf_counter()
+        parts = {r: subnet_parts(self.net, r) for r in self.resolutions}
+        parts_at = parts.__getitem__
+        self.costs = {
+            "mflops": CostTable.build("mflops", self.net, self.encoding,
+                                      lambda p: count_macs(p.module, p.input_shape) / 1e6, parts_at),
+            "params_m": CostTable.build("params_m", self.net, self.encoding,
+                                        lambda p: count_params(p.module) / 1e6, parts_at),
+        }
+        self.check_budgets(("mflops", "params_m"))
+        self.stage("costs", started)
+        started = time.perf_counter()
+        s = self.s
+        self.latency = LatencyTable(table_path(self.out, self.device, s.latency_runtime, s.latency_batch),
+                                    self.device, s.latency_runtime, s.latency_batch, s.latency_warmup,
+                                    s.latency_repeats)
+        all_parts = [p for fixed, blocks in parts.values() for p in fixed + list(blocks.values())]
+        self.latency.measure(all_parts, progress=s.progress)
+        self.costs["latency_ms"] = CostTable.build("latency_ms", self.net, self.encoding, self.latency, parts_at)
+        self.check_budgets(("latency_ms",))
+        self.stage("latency_table", started)
+
+    def cost_of(self, configs) -> dict:
+        return {m: table.of(configs) for m, table in self.costs.items()}
+
+    def check_budgets(self, metrics) -> None:
+        """InfeasibleBudget before anything is evaluated (exact minimum; latency from the table)."""
+        constraints = [Constraint(BUDGET_FLAGS[m], self.costs[m], b, METRICS[m])
+                       for m, b in self.s.budgets.items() if m in metrics]
+        check_budgets(constraints, lambda c: self._minimum(c.cost))
+
+    def _minimum(self, table: CostTable) -> tuple:
+        value, config = table.minimum()
+        return value, str(config)
+
+    # ---- data and evaluations ----------------------------------------------------------------------------------
+    def data_at(self, resolution: int):
+        """(search split, calibration batches, search batches, test batches) at `resolution`, built once."""
+        if resolution not in self._data:
+            dataset = self.source.dataset(resolution)
+            n_train = len(dataset.train_labels) if hasattr(dataset, "train_labels") else len(dataset.dataset("train"))
+            n_search = self.s.search_images or min(10_000, n_train // 4)
+            split = dataset.search_split(n_search, seed=self.s.seed)
+            cl = self.device.type == "cuda"
+            calibration = split.calibration_batches(n_images=self.s.calib_images, batch_size=self.s.calib_batch,
+                                                    seed=self.s.seed, device=self.device, channels_last=cl)
+            self._data[resolution] = (split, calibration, split.test_loader(self.s.eval_batch, device=self.device,
+                                                                            channels_last=cl),
+                                      dataset.test_loader(self.s.eval_batch, device=self.device, channels_last=cl))
+            self.n_search_images = n_search
+        return self._data[resolution]
+
+    def open_cache(self) -> None:
+        self.data_at(self.resolutions[0])  # fixes the split size before the fingerprint
+        s = self.s
+        self.cache = EvaluationCache(self.out / "evaluations.jsonl", fingerprint(
+            weights=self.source.identity["sha256"], data=self.source.data, search_images=self.n_search_images,
+            calib_images=s.calib_images, calib_batch=s.calib_batch, seed=s.seed, protocol="extract+recalibrate+top1",
+            amp=str(self.amp_dtype)))
+
+    def measure(self, split: str):
+        index = 2 if split == "search" else 3
+
+        def top1(config: SubnetConfig) -> float:
+            data = self.data_at(config.resolution)
+            return evaluate_subnet(self.net, config, data[1], data[index], self.device, self.amp_dtype)
+        return top1
+
+    def sample_configs(self) -> list[SubnetConfig]:
+        """n_subnets distinct random subnets (canonical), the i-th drawn from its own seeded stream, so a
+        rerun with a larger n keeps the first ones (and their cached evaluations)."""
+        chosen: dict = {}
+        for i in range(50 * self.n_subnets):
+            if len(chosen) == self.n_subnets:
+                break
+            g = seeded_generator("search-sample", self.s.seed, i)
+            config = self.net.sample_config(g)
+            r = self.resolutions[int(torch.randint(len(self.resolutions), (1,), generator=g))]
+            chosen.setdefault(self.encoding.canonical(dataclasses.replace(config, resolution=r)), None)
+        return list(chosen)
+
+    def evaluate_sample(self) -> None:
+        started = time.perf_counter()
+        self.open_cache()
+        self.sample = self.sample_configs()
+        self.sample_top1 = np.array(self.cache.evaluate(self.sample, "search", self.measure("search"),
+                                                        self.s.progress, desc="evaluate subnets (search split)"))
+        self.stage("evaluate_subnets", started)
+
+    # ---- predictor -------------------------------------------------------------------------------------------
+    def fit_predictor(self) -> None:
+        started = time.perf_counter()
+        s = self.s
+        features = self.encoding.encode(self.sample)
+        accuracy = self.sample_top1 / 100.0
+        settings = FitSettings(epochs=s.predictor_epochs, seed=s.seed)
+        key = fingerprint(features=features.tobytes().hex(), accuracy=accuracy.tolist(),
+                          settings=dataclasses.asdict(settings), holdout=s.holdout,
+                          version=deps_fast.__version__)
+        path = self.out / "predictor.pt"
+        saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        if saved is not None and saved.get("key") == key:
+            from deps_fast.search.predictor import AccuracyPredictor
+            self.predictor = AccuracyPredictor(features.shape[1])
+            self.predictor.load_state_dict(saved["state"])
+            self.predictor_metrics = {k: float(v) for k, v in saved["metrics"].items()}
+            self.predictor_metrics["reused"] = 1.0
+        else:
+            train, held = holdout_split(len(accuracy), s.holdout, s.seed)
+            probe = fit_predictor(features[train], accuracy[train], settings)
+            predicted = probe.predict(features[held])
+            self.predictor_metrics = {
+                "rmse_top1_points": 100 * rmse(predicted, accuracy[held]),
+                "kendall_tau": kendall_tau(predicted, accuracy[held]),
+                "baseline_rmse_top1_points": 100 * rmse(np.full(len(held), accuracy[train].mean()), accuracy[held]),
+                "train_subnets": float(len(train)), "heldout_subnets": float(len(held))}
+            self.predictor = fit_predictor(features, accuracy, settings)  # the search uses all N
+            self.out.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            torch.save({"key": key, "state": self.predictor.state_dict(), "metrics": self.predictor_metrics}, buffer)
+            atomic_write(path, buffer.getvalue())
+        self.stage("predictor", started)
+
+    def predicted(self, genomes: np.ndarray) -> np.ndarray:
+        return 100.0 * self.predictor.predict(self.encoding.genome_features(genomes))
+
+    # ---- search ----------------------------------------------------------------------------------------------
+    def search(self) -> None:
+        started = time.perf_counter()
+        s = self.s
+        upper = self.encoding.genome_upper
+        self.fronts, self.chosen = {}, []
+        for metric in ("mflops", "latency_ms"):  # the trade-off curves the plot shows
+            self.fronts[metric] = nsga2(upper, self.predicted, self.costs[metric], population=s.population,
+                                        generations=s.generations, seed=s.seed, progress=s.progress,
+                                        label=f"front vs {METRICS[metric]}")
+        for target in _targets(s.budgets):
+            constraints = [Constraint(BUDGET_FLAGS[m], self.costs[m], b, METRICS[m]) for m, b in target.budgets.items()]
+            cheapest = self.encoding.to_genomes([self.costs[m].minimum()[1] for m in target.budgets])
+            front = nsga2(upper, self.predicted, self.costs[target.objective], constraints, population=s.population,
+                          generations=s.generations, seed=s.seed, initial=cheapest, progress=s.progress,
+                          label=f"search {target.name}")
+            if len(front.genomes) == 0:
+                lows = ", ".join(f"{BUDGET_FLAGS[m]} >= {self.costs[m].minimum()[0]:.4g}" for m in target.budgets)
+                raise InfeasibleBudget(f"no subnet meets {target.name} ({', '.join(f'{BUDGET_FLAGS[m]} {b:g}' for m, b in target.budgets.items())}); "
+                                       f"each alone needs {lows}, but not together: raise one of them")
+            best = int(np.argmax(front.accuracy))
+            config = self.encoding.from_genomes(front.genomes[best:best + 1])[0]
+            self.chosen.append((target, config, float(front.accuracy[best]), front))
+        self.stage("search", started)
+
+    # ---- the chosen subnets, measured for real ---------------------------------------------------------------
+    def references(self) -> list[tuple[str, SubnetConfig]]:
+        r = self.resolutions[0]
+        return [(name, dataclasses.replace(c, resolution=r)) for name, c in final_subnets(self.net)]
+
+    def measure_final(self) -> None:
+        started = time.perf_counter()
+        s = self.s
+        chosen = [(f"chosen: {t.name}", c) for t, c, _, _ in self.chosen]
+        named = chosen + self.references()
+        configs = [c for _, c in named]
+        check_sample = self.sample[:s.latency_check]
+        timed = list(dict.fromkeys(check_sample + configs))
+        table_ms = self.costs["latency_ms"].of(timed)
+        self.latency_check = check_table(self.latency, self.net, timed, table_ms, progress=s.progress)
+        by_config = {SubnetConfig.from_dict(r["config"]): r for r in self.latency_check["subnets"]}
+        sample_rows = [by_config[c] for c in check_sample]
+        errors = np.array([r["relative_error"] for r in sample_rows]) if sample_rows else np.zeros(0)
+        self.latency_check["random_subnets"] = len(sample_rows)
+        self.latency_check["random_mean_abs_relative_error"] = float(np.abs(errors).mean()) if len(errors) else None
+        self.latency_check["random_mean_relative_error"] = float(errors.mean()) if len(errors) else None
+        search_top1 = self.cache.evaluate(configs, "search", self.measure("search"), s.progress,
+                                          desc="chosen + uniform (search split)")
+        # the test set, once, for subnets already chosen
+        test_top1 = self.cache.evaluate(configs, "test", self.measure("test"), s.progress,
+                                        desc="chosen + uniform (test set)")
+        costs = self.cost_of(configs)
+        predicted = self.predicted(self.encoding.to_genomes(configs))
+        self.rows = []
+        for i, (name, config) in enumerate(named):
+            self.rows.append({"name": name, "kind": "chosen" if name.startswith("chosen") else "uniform",
+                              "config": config.to_dict(), "subnet": str(config),
+                              "predicted_top1": float(predicted[i]), "search_top1": search_top1[i],
+                              "test_top1": test_top1[i], "mflops": float(costs["mflops"][i]),
+                              "params_m": float(costs["params_m"][i]),
+                              "table_latency_ms": float(costs["latency_ms"][i]),
+                              "measured_latency_ms": by_config[config]["measured_ms"]})
+        self.stage("measure_chosen", started)
+
+    def comparisons(self) -> list[dict]:
+        """Per target: the chosen subnet against the best uniform subnet within the same budgets (test top-1)."""
+        rows = {r["name"]: r for r in self.rows}
+        uniform = [r for r in self.rows if r["kind"] == "uniform"]
+        out = []
+        for target, config, _, _ in self.chosen:
+            mine = rows[f"chosen: {target.name}"]
+            fits = [u for u in uniform if all(u[m if m != "latency_ms" else "table_latency_ms"] <= b
+                                              for m, b in target.budgets.items())]
+            best = max(fits, key=lambda u: u["test_top1"]) if fits else None
+            out.append({"target": target.name, "chosen": mine["subnet"], "chosen_test_top1": mine["test_top1"],
+                        "chosen_measured_latency_ms": mine["measured_latency_ms"], "chosen_mflops": mine["mflops"],
+                        "uniform_within_budget": [u["name"] for u in fits],
+                        "best_uniform": None if best is None else best["name"],
+                        "best_uniform_test_top1": None if best is None else best["test_top1"],
+                        "best_uniform_measured_latency_ms": None if best is None else best["measured_latency_ms"],
+                        "best_uniform_mflops": None if best is None else best["mflops"],
+                        "top1_gain_points": None if best is None else mine["test_top1"] - best["test_top1"]})
+        return out
+
+    def export(self) -> None:
+        started = time.perf_counter()
+        from deps_fast.search.export import export_subnet
+
+        rows = {r["name"]: r for r in self.rows}
+        self.exports = []
+        for target, config, _, _ in self.chosen:
+            static = self.net.extract(config)
+            data = self.data_at(config.resolution)
+            deps_fast.recalibrate_bn(static, None, data[1])  # the statistics it was measured with
+            row = rows[f"chosen: {target.name}"]
+            extra = {k: row[k] for k in ("test_top1", "search_top1", "predicted_top1", "mflops", "params_m",
+                                         "measured_latency_ms")}
+            extra["latency_device"] = self.latency.device_name
+            self.exports.append(export_subnet(static, config, self.net.in_channels, self.out / "exports",
+                                              _slug(target.name.lstrip("-")), onnx=self.s.onnx, extra=extra))
+        self.stage("export", started)
+
+    # ---- all of it -------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        if not hasattr(self, "costs"):
+            self.build_costs()
+        _log(f"{self.encoding.num_features}-feature encoding, resolutions {self.resolutions}; latency table "
+             f"{self.latency.path.name}: {len(self.latency.entries)} parts ({self.latency.measured_now} measured now)")
+        self.evaluate_sample()
+        self.fit_predictor()
+        m = self.predictor_metrics
+        _log(f"predictor on {len(self.sample)} subnets: held-out RMSE {m['rmse_top1_points']:.3f} top-1 points, "
+             f"Kendall tau {m['kendall_tau']:.3f}")
+        self.search()
+        self.measure_final()
+        if self.s.export and self.chosen:
+            self.export()
+        else:
+            self.exports = []
+        self.times["total"] = round(sum(self.times.values()), 2)
+        result = self.result()
+        paths = search_report.write(self.out, result)
+        _log(f"wrote {paths['json']}, {paths['markdown'].name}, {paths['pareto'].name}")
+        return result
+
+    def result(self) -> dict:
+        s = self.s
+        fronts = {}
+        for metric, front in self.fronts.items():
+            configs = self.encoding.from_genomes(front.genomes)
+            fronts[metric] = [{"subnet": str(c), "config": c.to_dict(), "predicted_top1": float(a), metric: float(v)}
+                              for c, a, v in zip(configs, front.accuracy, front.cost)]
+        return {
+            "deps_fast": deps_fast.__version__, "torch": torch.__version__, "command": self.command,
+            "device": device_name(self.device), "source": self.source.identity, "run_dir": str(self.source.run_dir),
+            "settings": {**dataclasses.asdict(s), "n_subnets": self.n_subnets, "resolutions": list(self.resolutions),
+                         "search_images": self.n_search_images},
+            "space": {"name": self.net.space_name, "kernel_sizes": list(self.net.kernel_sizes),
+                      "expand_ratios": list(self.net.expand_ratios), "depths": list(self.net.depths),
+                      "features": self.encoding.num_features,
+                      "minimum": {m: self.costs[m].minimum()[0] for m in METRICS}},
+            "evaluated": {"subnets": len(self.sample), "reused_from_cache": self.cache.reused,
+                          "search_top1_mean": float(self.sample_top1.mean()),
+                          "search_top1_min": float(self.sample_top1.min()),
+                          "search_top1_max": float(self.sample_top1.max())},
+            "predictor": self.predictor_metrics,
+            "latency_table": {"path": str(self.latency.path), "parts": len(self.latency.entries),
+                              "measured_now": self.latency.measured_now, "runtime": s.latency_runtime,
+                              "batch": s.latency_batch, **{k: v for k, v in self.latency_check.items()}},
+            "fronts": fronts,
+            "subnets": self.rows,
+            "comparisons": self.comparisons(),
+            "exports": self.exports,
+            "times_s": self.times,
+        }
