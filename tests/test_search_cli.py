@@ -47,7 +47,7 @@ def one_error_line(capsys):
 
 def test_search_end_to_end_then_a_rerun_reuses_everything(tmp_path, capsys):
     run, net = make_run(tmp_path)
-    args = ["--run", str(run), "--max-mflops", "1.2", "--max-latency-ms", "1000", "--no-onnx"] + FAST
+    args = ["--run", str(run), "--max-mflops", "1.6", "--max-latency-ms", "1000", "--no-onnx"] + FAST
     assert search_main(args) == 0
     out = run / "search"
     result = json.loads((out / "search.json").read_text())
@@ -56,22 +56,22 @@ def test_search_end_to_end_then_a_rerun_reuses_everything(tmp_path, capsys):
     assert result["evaluated"]["subnets"] == 12 and result["settings"]["search_images"] == 150
     assert result["latency_table"]["parts"] > 0 and result["latency_table"]["random_subnets"] == 2
     chosen = [r for r in result["subnets"] if r["kind"] == "chosen"]
-    assert [r["name"] for r in chosen] == ["chosen: --max-mflops 1.2", "chosen: --max-latency-ms 1000",
+    assert [r["name"] for r in chosen] == ["chosen: --max-mflops 1.6", "chosen: --max-latency-ms 1000",
                                            "chosen: all budgets together"]
     for row in chosen:
         config = SubnetConfig.from_dict(row["config"])
         assert row["mflops"] == pytest.approx(net.flops(config) / 1e6)
         assert 0 <= row["test_top1"] <= 100 and row["measured_latency_ms"] > 0
-    assert chosen[0]["mflops"] <= 1.2 and chosen[2]["mflops"] <= 1.2
+    assert chosen[0]["mflops"] <= 1.6 and chosen[2]["mflops"] <= 1.6
     assert {r["name"] for r in result["subnets"] if r["kind"] == "uniform"} >= {"D2-E3-K7 (min)", "D4-E6-K7 (max)"}
     assert len(result["comparisons"]) == 3 and len(result["exports"]) == 3
     assert all(e["torch_export_max_abs_diff"] <= 1e-4 for e in result["exports"])
-    assert (out / "exports" / "max-mflops-1.2.pt2").is_file()
+    assert (out / "exports" / "max-mflops-1.6.pt2").is_file()
     front = result["fronts"]["mflops"]
     assert all(a["mflops"] < b["mflops"] and a["predicted_top1"] < b["predicted_top1"] for a, b in zip(front, front[1:]))
 
     capsys.readouterr()
-    assert search_main(args) == 0
+    assert search_main(args + ["--no-export"]) == 0
     again = json.loads((out / "search.json").read_text())
     assert again["latency_table"]["measured_now"] == 0 and again["predictor"].get("reused") == 1.0
     assert again["evaluated"]["reused_from_cache"] == 12

@@ -11,8 +11,11 @@ and a difference beyond the tolerance is an error, not a note.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +38,21 @@ def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.Exp
     return torch.export.export(module.eval(), (example,), dynamic_shapes=_batch_dim(), strict=False)
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence what the exporter says about itself on every call: a log line per torchvision op it skips when
+    torchvision is absent, and a FutureWarning from torch's own pytree internals (nothing a caller can act on)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
     """ONNX bytes of `module` from the torch.export-based exporter, checked by onnx.checker."""
     try:
@@ -42,9 +60,10 @@ def onnx_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail here with the install hint)
     except ImportError as exc:
         raise ImportError(f"ONNX export needs onnx and onnxscript ({exc}): pip install onnx onnxscript") from exc
-    program = torch.onnx.export(module.eval(), (example,), dynamo=True, dynamic_shapes=_batch_dim(),
-                                input_names=["x"], output_names=["logits"], opset_version=ONNX_OPSET,
-                                verbose=False)
+    with _quiet_exporter():
+        program = torch.onnx.export(module.eval(), (example,), dynamo=True, dynamic_shapes=_batch_dim(),
+                                    input_names=["x"], output_names=["logits"], opset_version=ONNX_OPSET,
+                                    verbose=False)
     buffer = io.BytesIO()
     program.save(buffer) if hasattr(program, "save") else onnx.save(program.model_proto, buffer)
     data = buffer.getvalue()

@@ -94,7 +94,7 @@ def finetune(source: Source, config: SubnetConfig, settings: FinetuneSettings, d
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     recalibrate_bn(student, None, calibration)
     after = top1(student.eval(), test, device)
     seconds = time.perf_counter() - started

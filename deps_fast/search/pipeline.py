@@ -190,8 +190,10 @@ class SearchRun:
         started = time.perf_counter()
         self.open_cache()
         self.sample = self.sample_configs()
+        reused_before = self.cache.reused
         self.sample_top1 = np.array(self.cache.evaluate(self.sample, "search", self.measure("search"),
                                                         self.s.progress, desc="evaluate subnets (search split)"))
+        self.sample_reused = self.cache.reused - reused_before
         self.stage("evaluate_subnets", started)
 
     # ---- predictor -------------------------------------------------------------------------------------------
@@ -372,7 +374,7 @@ class SearchRun:
                       "expand_ratios": list(self.net.expand_ratios), "depths": list(self.net.depths),
                       "features": self.encoding.num_features,
                       "minimum": {m: self.costs[m].minimum()[0] for m in METRICS}},
-            "evaluated": {"subnets": len(self.sample), "reused_from_cache": self.cache.reused,
+            "evaluated": {"subnets": len(self.sample), "reused_from_cache": self.sample_reused,
                           "search_top1_mean": float(self.sample_top1.mean()),
                           "search_top1_min": float(self.sample_top1.min()),
                           "search_top1_max": float(self.sample_top1.max())},
