@@ -11,7 +11,7 @@ from deps_fast.models import SubnetConfig, build_supernet
 from deps_fast.search.costs import CostTable, count_macs, count_params, subnet_parts
 from deps_fast.search.encoding import SubnetEncoding
 from deps_fast.search.evaluate import EvaluationCache
-from deps_fast.search.latency import LatencyTable, check_table
+from deps_fast.search.latency import LatencyTable, check_table, fit_scale
 from deps_fast.search.nsga import Constraint, InfeasibleBudget, check_budgets, nsga2, pareto_front_2d
 from deps_fast.search.predictor import fit_predictor, holdout_split, kendall_tau, rmse
 from helpers import seed
@@ -219,6 +219,15 @@ def test_latency_table_is_built_saved_and_reused(tmp_path, monkeypatch):
     checked = check_table(again, net, configs, predicted, progress=False)
     assert len(checked["subnets"]) == 2 and checked["mean_abs_relative_error"] >= 0
     assert all(r["measured_ms"] > 0 for r in checked["subnets"])
+    assert len(json.loads(path.read_text())["networks"]) == 2  # whole-network timings are kept too
+
+
+def test_fit_scale_by_hand():
+    fit = fit_scale([1.0, 2.0, 4.0], [1.2, 2.4, 4.8])  # sums 1/1.2 of the truth: a pure scale
+    assert fit["scale"] == pytest.approx(1.2) and fit["scaled_mean_abs_relative_error_loo"] == pytest.approx(0)
+    assert fit["raw_mean_relative_error"] == pytest.approx(1 / 1.2 - 1)
+    fit = fit_scale([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 2.0])  # one outlier does not move the median
+    assert fit["scale"] == 1.0 and fit["scaled_mean_abs_relative_error_loo"] == pytest.approx(0.5 / 4)
 
 
 # ---- evaluation cache -----------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_search_end_to_end_then_a_rerun_reuses_everything(tmp_path, capsys):
     for name in ("search.md", "pareto.png", "evaluations.jsonl", "predictor.pt"):
         assert (out / name).is_file(), name
     assert result["evaluated"]["subnets"] == 12 and result["settings"]["search_images"] == 150
-    assert result["latency_table"]["parts"] > 0 and result["latency_table"]["random_subnets"] == 2
+    assert result["latency_table"]["parts"] > 0 and result["latency_table"]["fit"]["checked_subnets"] == 2
     chosen = [r for r in result["subnets"] if r["kind"] == "chosen"]
     assert [r["name"] for r in chosen] == ["chosen: --max-mflops 1.6", "chosen: --max-latency-ms 1000",
                                            "chosen: all budgets together"]

@@ -53,22 +53,22 @@ def subnet_parts(supernet, resolution: int):
             x = static.stem(x)
             stem_shape = shape
             if not fixed:
-                fixed.append(Part(_key("stem", stem_shape, static.stem), static.stem, stem_shape))
+                fixed.append(Part(shape_key("stem", stem_shape, static.stem), static.stem, stem_shape))
             first_shape = tuple(x.shape[1:])
             x = static.blocks[0](x)
             if len(fixed) == 1:
-                fixed.append(Part(_key("first_block", first_shape, static.blocks[0]), static.blocks[0], first_shape))
+                fixed.append(Part(shape_key("first_block", first_shape, static.blocks[0]), static.blocks[0], first_shape))
             for slot, block in enumerate(static.blocks[1:]):
                 in_shape = tuple(x.shape[1:])
-                blocks[(slot, k, e)] = Part(_key("block", in_shape, block, k=k, e=e), block, in_shape)
+                blocks[(slot, k, e)] = Part(shape_key("block", in_shape, block, k=k, e=e), block, in_shape)
                 x = block(x)
             if len(fixed) == 2:
                 head_shape = tuple(x.shape[1:])
-                fixed.append(Part(_key("head", head_shape, static.head), static.head, head_shape))
+                fixed.append(Part(shape_key("head", head_shape, static.head), static.head, head_shape))
     return fixed, blocks
 
 
-def _key(kind: str, input_shape, module: nn.Module, **choices) -> str:
+def shape_key(kind: str, input_shape, module: nn.Module, **choices) -> str:
     """A readable name of a part's computation (kind, choices, input shape) and a hash of everything else that
     decides it: every layer with its channels, kernel, stride, groups and bias (the module's repr) and the
     skip connections."""
@@ -137,6 +137,9 @@ class CostTable:
         slots = np.arange(enc.num_blocks)[None, :]
         per_block = self.blocks[r_idx[:, None], slots, k_idx, e_idx]
         return self.fixed[r_idx] + (per_block * on).sum(1)
+
+    def scaled(self, factor: float) -> "CostTable":
+        return CostTable(self.metric, self.encoding, self.fixed * factor, self.blocks * factor)
 
     def of(self, configs) -> np.ndarray:
         return self(self.encoding.to_genomes(configs))

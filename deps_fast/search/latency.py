@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from deps_fast import _validate
 from deps_fast._util import atomic_write, device_name
-from deps_fast.search.costs import Part
+from deps_fast.search.costs import Part, shape_key
 
 RUNTIMES = ("torch", "onnxruntime")
 TABLE_VERSION = 1
@@ -80,7 +80,8 @@ class LatencyTable:
         self.warmup = _validate.integer("latency warmup", warmup, minimum=0)
         self.repeats = _validate.positive_int("latency repeats", repeats)
         self.device_name = device_name(self.device)
-        self.entries: dict[str, float] = {}
+        self.entries: dict[str, float] = {}    # part key -> ms
+        self.networks: dict[str, float] = {}   # whole-network key -> ms (the checks)
         self.measured_now = 0
         self._load()
 
@@ -95,12 +96,14 @@ class LatencyTable:
                 and data.get("runtime") == self.runtime and data.get("batch") == self.batch)
         if same:
             self.entries = {k: float(v) for k, v in data.get("entries", {}).items()}
+            self.networks = {k: float(v) for k, v in data.get("networks", {}).items()}
 
     def save(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"version": TABLE_VERSION, "device": self.device_name, "runtime": self.runtime,
                 "batch": self.batch, "warmup": self.warmup, "repeats": self.repeats, "unit": "ms",
-                "torch": torch.__version__, "entries": dict(sorted(self.entries.items()))}
+                "torch": torch.__version__, "entries": dict(sorted(self.entries.items())),
+                "networks": dict(sorted(self.networks.items()))}
         return atomic_write(self.path, json.dumps(data, indent=1).encode())
 
     def time_module(self, module: nn.Module, input_shape) -> float:
@@ -125,21 +128,50 @@ class LatencyTable:
     def __call__(self, part: Part) -> float:
         return self.entries[part.key]
 
+    def network_ms(self, supernet, config) -> float:
+        """Latency of the whole extracted subnet `config`, timed like the parts (kept in the table's file)."""
+        shape = (supernet.in_channels, config.resolution, config.resolution)
+        static = supernet.extract(config)
+        key = shape_key("net", shape, static)
+        if key not in self.networks:
+            self.networks[key] = self.time_module(static, shape)
+            self.measured_now += 1
+        return self.networks[key]
+
 
 def check_table(table: LatencyTable, supernet, configs, predicted: np.ndarray, progress: bool = True) -> dict:
-    """Whole-network latency of `configs` (extracted, timed like the parts) against the table's sums
-    `predicted`: per subnet, and the mean absolute and mean signed relative error."""
+    """Whole-network latency of `configs` against the table's predictions `predicted`: per subnet, and the
+    mean absolute and mean signed relative error (prediction / measurement - 1)."""
     from tqdm import tqdm
 
     rows = []
     for config, pred in tqdm(list(zip(configs, predicted)), desc="latency check", unit="net", disable=not progress):
-        shape = (supernet.in_channels, config.resolution, config.resolution)
-        measured = table.time_module(supernet.extract(config), shape)
+        measured = table.network_ms(supernet, config)
         rows.append({"config": config.to_dict(), "name": str(config), "table_ms": float(pred),
                      "measured_ms": measured, "relative_error": float(pred) / measured - 1.0})
+    table.save()
     errors = np.array([r["relative_error"] for r in rows])
     return {"subnets": rows, "mean_abs_relative_error": float(np.abs(errors).mean()) if rows else None,
             "mean_relative_error": float(errors.mean()) if rows else None}
+
+
+def fit_scale(table_ms, measured_ms) -> dict:
+    """One factor from table sums to whole-network latency: the median of measured / table over the checked
+    subnets (robust to an outlier). Parts timed alone run with their weights and input hot in cache and
+    without the calls between them, so the sums are low by a fairly constant fraction. The error after scaling
+    is estimated leave-one-out (each subnet predicted with the factor of the others)."""
+    table_ms, measured_ms = np.asarray(table_ms, float), np.asarray(measured_ms, float)
+    ratios = measured_ms / table_ms
+    scale = float(np.median(ratios))
+    if len(ratios) > 1:
+        loo = [np.median(np.delete(ratios, i)) * table_ms[i] / measured_ms[i] - 1 for i in range(len(ratios))]
+        loo_error = float(np.abs(loo).mean())
+    else:
+        loo_error = None
+    return {"scale": scale, "checked_subnets": len(ratios),
+            "raw_mean_abs_relative_error": float(np.abs(1 / ratios - 1).mean()),
+            "raw_mean_relative_error": float((1 / ratios - 1).mean()),
+            "scaled_mean_abs_relative_error_loo": loo_error}
 
 
 def table_path(search_dir: Path, device: torch.device, runtime: str, batch: int) -> Path:

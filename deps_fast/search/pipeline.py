@@ -26,7 +26,7 @@ from deps_fast.search import report as search_report
 from deps_fast.search.costs import METRICS, CostTable, count_macs, count_params, subnet_parts
 from deps_fast.search.encoding import SubnetEncoding
 from deps_fast.search.evaluate import EvaluationCache, fingerprint
-from deps_fast.search.latency import LatencyTable, check_table, table_path
+from deps_fast.search.latency import LatencyTable, check_table, fit_scale, table_path
 from deps_fast.search.nsga import Constraint, InfeasibleBudget, check_budgets, nsga2
 from deps_fast.search.predictor import FitSettings, fit_predictor, holdout_split, kendall_tau, rmse
 from deps_fast.search.source import Source
@@ -123,9 +123,27 @@ class SearchRun:
                                     s.latency_repeats)
         all_parts = [p for fixed, blocks in parts.values() for p in fixed + list(blocks.values())]
         self.latency.measure(all_parts, progress=s.progress)
-        self.costs["latency_ms"] = CostTable.build("latency_ms", self.net, self.encoding, self.latency, parts_at)
+        raw = CostTable.build("latency_ms", self.net, self.encoding, self.latency, parts_at)
+        # whole networks of random subnets fix the table's one scale factor (latency.fit_scale)
+        checked = self.latency_check_configs()
+        self.table_check = check_table(self.latency, self.net, checked, raw.of(checked), progress=s.progress)
+        self.latency_fit = (fit_scale([r["table_ms"] for r in self.table_check["subnets"]],
+                                      [r["measured_ms"] for r in self.table_check["subnets"]])
+                            if checked else {"scale": 1.0, "checked_subnets": 0})
+        self.raw_latency = raw
+        self.costs["latency_ms"] = raw.scaled(self.latency_fit["scale"])
         self.check_budgets(("latency_ms",))
         self.stage("latency_table", started)
+
+    def latency_check_configs(self) -> list[SubnetConfig]:
+        """`latency_check` random subnets from their own seeded stream (not the evaluated ones: known before)."""
+        out = []
+        for i in range(self.s.latency_check):
+            g = seeded_generator("latency-check", self.s.seed, i)
+            c = self.net.sample_config(g)
+            r = self.resolutions[int(torch.randint(len(self.resolutions), (1,), generator=g))]
+            out.append(self.encoding.canonical(dataclasses.replace(c, resolution=r)))
+        return out
 
     def cost_of(self, configs) -> dict:
         return {m: table.of(configs) for m, table in self.costs.items()}
@@ -148,7 +166,7 @@ class SearchRun:
             n_train = len(dataset.train_labels) if hasattr(dataset, "train_labels") else len(dataset.dataset("train"))
             n_search = self.s.search_images or min(10_000, n_train // 4)
             split = dataset.search_split(n_search, seed=self.s.seed)
-            cl = self.device.type == "cuda"
+            cl = True  # the extracted subnets run channels-last: 1.5-1.9x faster on CPU (oneDNN), as on GPU
             calibration = split.calibration_batches(n_images=self.s.calib_images, batch_size=self.s.calib_batch,
                                                     seed=self.s.seed, device=self.device, channels_last=cl)
             self._data[resolution] = (split, calibration, split.test_loader(self.s.eval_batch, device=self.device,
@@ -170,7 +188,8 @@ class SearchRun:
 
         def top1(config: SubnetConfig) -> float:
             data = self.data_at(config.resolution)
-            return evaluate_subnet(self.net, config, data[1], data[index], self.device, self.amp_dtype)
+            return evaluate_subnet(self.net, config, data[1], data[index], self.device, self.amp_dtype,
+                                   channels_last=True)
         return top1
 
     def sample_configs(self) -> list[SubnetConfig]:
@@ -269,16 +288,10 @@ class SearchRun:
         chosen = [(f"chosen: {t.name}", c) for t, c, _, _ in self.chosen]
         named = chosen + self.references()
         configs = [c for _, c in named]
-        check_sample = self.sample[:s.latency_check]
-        timed = list(dict.fromkeys(check_sample + configs))
-        table_ms = self.costs["latency_ms"].of(timed)
-        self.latency_check = check_table(self.latency, self.net, timed, table_ms, progress=s.progress)
-        by_config = {SubnetConfig.from_dict(r["config"]): r for r in self.latency_check["subnets"]}
-        sample_rows = [by_config[c] for c in check_sample]
-        errors = np.array([r["relative_error"] for r in sample_rows]) if sample_rows else np.zeros(0)
-        self.latency_check["random_subnets"] = len(sample_rows)
-        self.latency_check["random_mean_abs_relative_error"] = float(np.abs(errors).mean()) if len(errors) else None
-        self.latency_check["random_mean_relative_error"] = float(errors.mean()) if len(errors) else None
+        # out of sample for the scale factor: the chosen and the uniform subnets, timed whole
+        self.final_check = check_table(self.latency, self.net, configs, self.costs["latency_ms"].of(configs),
+                                       progress=s.progress)
+        measured = {SubnetConfig.from_dict(r["config"]): r["measured_ms"] for r in self.final_check["subnets"]}
         search_top1 = self.cache.evaluate(configs, "search", self.measure("search"), s.progress,
                                           desc="chosen + uniform (search split)")
         # the test set, once, for subnets already chosen
@@ -294,7 +307,8 @@ class SearchRun:
                               "test_top1": test_top1[i], "mflops": float(costs["mflops"][i]),
                               "params_m": float(costs["params_m"][i]),
                               "table_latency_ms": float(costs["latency_ms"][i]),
-                              "measured_latency_ms": by_config[config]["measured_ms"]})
+                              "raw_table_latency_ms": float(self.raw_latency.of([config])[0]),
+                              "measured_latency_ms": measured[config]})
         self.stage("measure_chosen", started)
 
     def comparisons(self) -> list[dict]:
@@ -339,8 +353,11 @@ class SearchRun:
     def run(self) -> dict:
         if not hasattr(self, "costs"):
             self.build_costs()
+        fit = self.latency_fit
         _log(f"{self.encoding.num_features}-feature encoding, resolutions {self.resolutions}; latency table "
-             f"{self.latency.path.name}: {len(self.latency.entries)} parts ({self.latency.measured_now} measured now)")
+             f"{self.latency.path.name}: {len(self.latency.entries)} parts, {len(self.latency.networks)} whole "
+             f"networks ({self.latency.measured_now} measured now); scale {fit['scale']:.3f} from "
+             f"{fit['checked_subnets']} subnets")
         self.evaluate_sample()
         self.fit_predictor()
         m = self.predictor_metrics
@@ -381,7 +398,9 @@ class SearchRun:
             "predictor": self.predictor_metrics,
             "latency_table": {"path": str(self.latency.path), "parts": len(self.latency.entries),
                               "measured_now": self.latency.measured_now, "runtime": s.latency_runtime,
-                              "batch": s.latency_batch, **{k: v for k, v in self.latency_check.items()}},
+                              "batch": s.latency_batch, "fit": self.latency_fit,
+                              "check_subnets": self.table_check["subnets"],
+                              "chosen_and_uniform": self.final_check},
             "fronts": fronts,
             "subnets": self.rows,
             "comparisons": self.comparisons(),

@@ -57,10 +57,7 @@ def render_markdown(r: dict) -> str:
               f"- Predictor on {int(p['heldout_subnets'])} held-out subnets: RMSE {_f(p['rmse_top1_points'], 3)} "
               f"top-1 points (predicting the mean: {_f(p['baseline_rmse_top1_points'], 3)}), Kendall τ "
               f"{_f(p['kendall_tau'], 3)}.",
-              f"- Latency table `{Path(lat['path']).name}`: {lat['parts']} parts ({lat['measured_now']} measured "
-              f"in this run). Table sum vs whole network on {lat['random_subnets']} random subnets: mean |error| "
-              f"{_f(100 * (lat['random_mean_abs_relative_error'] or 0), 1)}%, mean error "
-              f"{_f(100 * (lat['random_mean_relative_error'] or 0), 1)}%.",
+              _latency_line(lat),
               f"- Smallest values in the space: " + ", ".join(f"{k} {_f(v, 3)}" for k, v in r["space"]["minimum"].items()),
               "", "## Times (s)", ""]
     lines += _table(list(r["times_s"]), [[_f(v, 1) for v in r["times_s"].values()]])
@@ -73,6 +70,23 @@ def render_markdown(r: dict) -> str:
             lines.append(f"- `{e['name']}`: " + ", ".join(f"`{Path(f).name}`" for f in e["files"].values())
                          + f" ({diffs})")
     return "\n".join(lines) + "\n"
+
+
+def _latency_line(lat: dict) -> str:
+    fit, final = lat["fit"], lat["chosen_and_uniform"]
+    line = (f"- Latency table `{Path(lat['path']).name}`: {lat['parts']} parts ({lat['measured_now']} timings "
+            f"made in this run).")
+    if fit["checked_subnets"]:
+        loo = fit["scaled_mean_abs_relative_error_loo"]
+        line += (f" On {fit['checked_subnets']} random whole networks the raw sums are off by "
+                 f"{_f(100 * fit['raw_mean_relative_error'], 1)}% on average (mean |error| "
+                 f"{_f(100 * fit['raw_mean_abs_relative_error'], 1)}%); scaled by {fit['scale']:.3f} (median "
+                 f"measured / table), mean |error| {'–' if loo is None else _f(100 * loo, 1)}% (leave-one-out).")
+    if final["mean_abs_relative_error"] is not None:
+        line += (f" On the chosen and uniform subnets (not used for the scale): mean |error| "
+                 f"{_f(100 * final['mean_abs_relative_error'], 1)}%, mean error "
+                 f"{_f(100 * final['mean_relative_error'], 1)}%.")
+    return line
 
 
 def plot(r: dict, path: Path) -> Path:
@@ -95,7 +109,7 @@ def plot(r: dict, path: Path) -> Path:
                          s=70, label=f"{kind}: search split")
             axes.scatter(xs, [x["test_top1"] for x in rows], marker=marker, color=color, s=70,
                          label=f"{kind}: test set")
-        axes.set_xlabel(label + (" (measured)" if metric == "latency_ms" else ""))
+        axes.set_xlabel(label + (": front from the scaled table, subnets measured" if metric == "latency_ms" else ""))
         axes.set_ylabel("top-1 accuracy (%)")
         axes.grid(True, alpha=0.3)
         if index == 0:
