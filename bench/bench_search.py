@@ -3,8 +3,9 @@ table's error against whole-network timings, for one run, written as JSON under 
 
     python bench/bench_search.py --run runs/deps-mbv3-cifar-mnist5k [search options, as python -m deps_fast.search]
 
-By default the search writes into a fresh folder of bench/results/ (nothing reused: the times are those of a
-first search); `--reuse` searches inside the run instead, reusing its caches.
+By default the search writes into a temporary folder (nothing reused: the times are those of a first search);
+`--reuse` searches inside the run instead, reusing its caches. `--summarize RUN/search/search.json` records a
+search already made (its own command, device and times) without running anything.
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import argparse
 import json
 import sys
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import environment, slug  # noqa: E402
@@ -24,23 +28,36 @@ def main() -> None:
 
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument("--reuse", action="store_true")
+    extra.add_argument("--summarize", metavar="SEARCH_JSON")
+    extra.add_argument("--finetune", nargs="*", default=[], metavar="FINETUNE_JSON",
+                       help="finetune.json files whose before/after top-1 to record too")
     extra.add_argument("--results", default=str(Path(__file__).parent / "results"))
     mine, rest = extra.parse_known_args()
-    args = build_parser().parse_args(rest)
-    device = resolve_device(args.device)
-    source = load_source(args, device)
-    scratch = None
-    if not mine.reuse:
-        scratch = tempfile.TemporaryDirectory(prefix="bench-search-")
-        source.run_dir = Path(scratch.name)
-    command = "python bench/bench_search.py " + " ".join(sys.argv[1:])
-    run = SearchRun(source, settings_from(args), device, command)
-    result = run.run()
+    if mine.summarize:
+        result = json.loads(Path(mine.summarize).read_text())
+        device, run_name = torch.device("cpu" if result["device"].startswith("cpu") else "cuda"), result["run_dir"]
+    else:
+        args = build_parser().parse_args(rest)
+        device = resolve_device(args.device)
+        source = load_source(args, device)
+        scratch = None
+        if not mine.reuse:
+            scratch = tempfile.TemporaryDirectory(prefix="bench-search-")
+            source.run_dir = Path(scratch.name)
+        command = "python bench/bench_search.py " + " ".join(sys.argv[1:])
+        result = SearchRun(source, settings_from(args), device, command).run()
+        run_name = str(args.run or args.ofa_checkpoint)
+        if scratch is not None:
+            scratch.cleanup()
     env = environment(device)
+    if mine.summarize:  # the numbers are the search's: its device, command and date
+        made = result.get("date") or datetime.fromtimestamp(Path(mine.summarize).stat().st_mtime,
+                                                            timezone.utc).isoformat(timespec="seconds")
+        env.update(device=result["device"], search_command=result["command"], date=made)
     lat = result["latency_table"]
     summary = {
         "env": env,
-        "run": str(args.run or args.ofa_checkpoint),
+        "run": run_name,
         "settings": result["settings"],
         "times_s": result["times_s"],
         "evaluated_subnets": result["evaluated"]["subnets"],
@@ -53,6 +70,8 @@ def main() -> None:
         "latency_check": lat["check_subnets"] + lat["chosen_and_uniform"]["subnets"],
         "subnets": result["subnets"],
         "comparisons": result["comparisons"],
+        "finetune": [{k: v for k, v in json.loads(Path(f).read_text()).items() if k != "export"}
+                     for f in mine.finetune],
     }
     out = Path(mine.results)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,8 +85,6 @@ def main() -> None:
           f"{fit['scale']:.3f}: {100 * (lat['chosen_and_uniform']['mean_abs_relative_error'] or float('nan')):.1f}% "
           f"on the chosen and uniform subnets")
     print(f"wrote {path}")
-    if scratch is not None:
-        scratch.cleanup()
 
 
 if __name__ == "__main__":

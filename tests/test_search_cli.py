@@ -1,6 +1,8 @@
 """The specialization commands end to end on a tiny run: `python -m deps_fast.search` and
 `python -m deps_fast.finetune`, their bad-input exits, the exports, and the search split of the data."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -165,6 +167,12 @@ def test_finetune_reports_before_and_after_and_exports(tmp_path, capsys):
     subnet.write_text(json.dumps({"ks": [7] * 3, "es": [4] * 3, "ds": [2]}))
     assert exit_status(finetune_main, ["--run", str(run), "--subnet", str(subnet), "--no-onnx"]) == 2
     assert "lengths" in one_error_line(capsys)
+
+
+def test_the_commands_import_pymoo_and_onnx_only_when_they_use_them():
+    code = ("import sys, deps_fast, deps_fast.search.cli, deps_fast.finetune\n"
+            "print(sorted(m for m in ('pymoo', 'onnx', 'onnxscript', 'onnxruntime') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 # ---- the search split ----------------------------------------------------------------------------------------

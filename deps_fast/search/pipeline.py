@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -384,6 +385,7 @@ class SearchRun:
                               for c, a, v in zip(configs, front.accuracy, front.cost)]
         return {
             "deps_fast": deps_fast.__version__, "torch": torch.__version__, "command": self.command,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "device": device_name(self.device), "source": self.source.identity, "run_dir": str(self.source.run_dir),
             "settings": {**dataclasses.asdict(s), "n_subnets": self.n_subnets, "resolutions": list(self.resolutions),
                          "search_images": self.n_search_images},
