@@ -222,6 +222,16 @@ def test_latency_table_is_built_saved_and_reused(tmp_path, monkeypatch):
     assert len(json.loads(path.read_text())["networks"]) == 2  # whole-network timings are kept too
 
 
+def test_latency_table_can_time_onnx_runtime(tmp_path):
+    net = tiny(kernel_sizes=(7,))
+    fixed, blocks = subnet_parts(net, 12)
+    table = LatencyTable(tmp_path / "ort.json", "cpu", runtime="onnxruntime", warmup=1, repeats=3)
+    table.measure([fixed[0], blocks[(0, 7, 3)]], progress=False)  # each part exported to ONNX, run by a session
+    assert table.measured_now == 2 and all(v > 0 for v in table.entries.values())
+    assert json.loads((tmp_path / "ort.json").read_text())["runtime"] == "onnxruntime"
+    assert LatencyTable(tmp_path / "ort.json", "cpu", warmup=1, repeats=3).entries == {}  # torch: another table
+
+
 def test_fit_scale_by_hand():
     fit = fit_scale([1.0, 2.0, 4.0], [1.2, 2.4, 4.8])  # sums 1/1.2 of the truth: a pure scale
     assert fit["scale"] == pytest.approx(1.2) and fit["scaled_mean_abs_relative_error_loo"] == pytest.approx(0)

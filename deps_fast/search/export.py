@@ -30,7 +30,8 @@ ONNX_OPSET = 18
 
 
 def _batch_dim():
-    return {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+    """The first argument's dim 0 is dynamic (positional form: any module's argument name works)."""
+    return ({0: torch.export.Dim("batch", min=1, max=4096)},)
 
 
 def export_program(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
