@@ -94,6 +94,7 @@ def test_search_bad_input_exits_2_with_one_line(tmp_path, capsys):
         (["--run", str(run), "--n-subnets", "many"], "argument --n-subnets: expected a positive int"),
         (["--run", str(run), "--resolutions", "12,x"], "argument --resolutions"),
         (["--run", str(run), "--device", "tpu"], "--device 'tpu'"),
+        (["--run", str(run), "--search-images", "4000"], "--search-images 4000: n_images must be an integer in [1, 3999]"),
         ([], "give --run RUN_DIR"),
         (["--ofa-checkpoint", str(tmp_path / "missing.pth"), "--space", "mbv3"], "no such file"),
     ]

@@ -166,7 +166,7 @@ def main(argv: Optional[list] = None) -> int:
             _require(["onnxruntime", "onnx", "onnxscript"], "--latency-runtime onnxruntime")
         device = resolve_device(args.device)
         run = SearchRun(load_source(args, device), settings, device, command)
-        run.build_costs()  # checks every budget against the space's smallest value
+        run.prepare()  # budgets against the space's smallest values, the data, the split size
     except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,6 +62,15 @@ class SearchSettings:
 
 
 @dataclass
+class SplitData:
+    """At one resolution: BN calibration batches (training images outside the search split), the search
+    split's batches, the test set's batches."""
+    calibration: list
+    search: object
+    test: object
+
+
+@dataclass
 class Target:
     """One deployment target: the budgets it must meet and the cost its front trades accuracy against."""
     name: str
@@ -160,23 +169,27 @@ class SearchRun:
         return value, str(config)
 
     # ---- data and evaluations ----------------------------------------------------------------------------------
-    def data_at(self, resolution: int):
-        """(search split, calibration batches, search batches, test batches) at `resolution`, built once."""
+    def data_at(self, resolution: int) -> "SplitData":
+        """The batches at `resolution`, built once."""
         if resolution not in self._data:
             dataset = self.source.dataset(resolution)
             n_train = len(dataset.train_labels) if hasattr(dataset, "train_labels") else len(dataset.dataset("train"))
-            n_search = self.s.search_images or min(10_000, n_train // 4)
-            split = dataset.search_split(n_search, seed=self.s.seed)
-            cl = True  # the extracted subnets run channels-last: 1.5-1.9x faster on CPU (oneDNN), as on GPU
-            calibration = split.calibration_batches(n_images=self.s.calib_images, batch_size=self.s.calib_batch,
-                                                    seed=self.s.seed, device=self.device, channels_last=cl)
-            self._data[resolution] = (split, calibration, split.test_loader(self.s.eval_batch, device=self.device,
-                                                                            channels_last=cl),
-                                      dataset.test_loader(self.s.eval_batch, device=self.device, channels_last=cl))
-            self.n_search_images = n_search
+            self.n_search_images = self.s.search_images or min(10_000, n_train // 4)
+            try:
+                split = dataset.search_split(self.n_search_images, seed=self.s.seed)
+            except ValueError as exc:
+                raise ValueError(f"--search-images {self.n_search_images}: {exc}") from exc
+            batch, device = self.s.eval_batch, self.device
+            # the extracted subnets run channels-last: 1.5-1.9x faster on CPU (oneDNN), as on GPU
+            self._data[resolution] = SplitData(
+                calibration=split.calibration_batches(n_images=self.s.calib_images, batch_size=self.s.calib_batch,
+                                                      seed=self.s.seed, device=device, channels_last=True),
+                search=split.test_loader(batch, device=device, channels_last=True),
+                test=dataset.test_loader(batch, device=device, channels_last=True))
         return self._data[resolution]
 
     def open_cache(self) -> None:
+        """The evaluation cache, keyed by everything a measured top-1 depends on (builds the first split)."""
         self.data_at(self.resolutions[0])  # fixes the split size before the fingerprint
         s = self.s
         self.cache = EvaluationCache(self.out / "evaluations.jsonl", fingerprint(
@@ -184,13 +197,17 @@ class SearchRun:
             calib_images=s.calib_images, calib_batch=s.calib_batch, seed=s.seed, protocol="extract+recalibrate+top1",
             amp=str(self.amp_dtype)))
 
-    def measure(self, split: str):
-        index = 2 if split == "search" else 3
+    def prepare(self) -> None:
+        """Everything a user's mistake can stop (budgets, data, split size), before any long stage."""
+        self.build_costs()
+        self.open_cache()
 
+    def measure(self, split: str):
+        """top1(config) on the search split or the test set, after BN recalibration."""
         def top1(config: SubnetConfig) -> float:
             data = self.data_at(config.resolution)
-            return evaluate_subnet(self.net, config, data[1], data[index], self.device, self.amp_dtype,
-                                   channels_last=True)
+            return evaluate_subnet(self.net, config, data.calibration, getattr(data, split), self.device,
+                                   self.amp_dtype, channels_last=True)
         return top1
 
     def sample_configs(self) -> list[SubnetConfig]:
@@ -208,7 +225,6 @@ class SearchRun:
 
     def evaluate_sample(self) -> None:
         started = time.perf_counter()
-        self.open_cache()
         self.sample = self.sample_configs()
         reused_before = self.cache.reused
         self.sample_top1 = np.array(self.cache.evaluate(self.sample, "search", self.measure("search"),
@@ -341,7 +357,7 @@ class SearchRun:
         for target, config, _, _ in self.chosen:
             static = self.net.extract(config)
             data = self.data_at(config.resolution)
-            deps_fast.recalibrate_bn(static, None, data[1])  # the statistics it was measured with
+            deps_fast.recalibrate_bn(static, None, data.calibration)  # the statistics it was measured with
             row = rows[f"chosen: {target.name}"]
             extra = {k: row[k] for k in ("test_top1", "search_top1", "predicted_top1", "mflops", "params_m",
                                          "measured_latency_ms")}
@@ -352,8 +368,8 @@ class SearchRun:
 
     # ---- all of it -------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        if not hasattr(self, "costs"):
-            self.build_costs()
+        if not hasattr(self, "cache"):
+            self.prepare()
         fit = self.latency_fit
         _log(f"{self.encoding.num_features}-feature encoding, resolutions {self.resolutions}; latency table "
              f"{self.latency.path.name}: {len(self.latency.entries)} parts, {len(self.latency.networks)} whole "
