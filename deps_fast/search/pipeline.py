@@ -238,9 +238,9 @@ class SearchRun:
         s = self.s
         features = self.encoding.encode(self.sample)
         accuracy = self.sample_top1 / 100.0
-        settings = FitSettings(epochs=s.predictor_epochs, seed=s.seed)
+        settings = FitSettings(epochs=s.predictor_epochs, seed=s.seed, progress=s.progress)
         key = fingerprint(features=features.tobytes().hex(), accuracy=accuracy.tolist(),
-                          settings=dataclasses.asdict(settings), holdout=s.holdout,
+                          settings={k: v for k, v in dataclasses.asdict(settings).items() if k != "progress"}, holdout=s.holdout,
                           version=deps_fast.__version__)
         path = self.out / "predictor.pt"
         saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
@@ -354,7 +354,9 @@ class SearchRun:
 
         rows = {r["name"]: r for r in self.rows}
         self.exports = []
-        for target, config, _, _ in self.chosen:
+        from tqdm import tqdm
+
+        for target, config, _, _ in tqdm(self.chosen, desc="export", unit="subnet", disable=not self.s.progress):
             static = self.net.extract(config)
             data = self.data_at(config.resolution)
             deps_fast.recalibrate_bn(static, None, data.calibration)  # the statistics it was measured with

@@ -51,6 +51,7 @@ class FitSettings:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    progress: bool = False
 
 
 def fit_predictor(features: np.ndarray, accuracy: np.ndarray, settings: FitSettings = FitSettings()) -> AccuracyPredictor:
@@ -69,7 +70,10 @@ def fit_predictor(features: np.ndarray, accuracy: np.ndarray, settings: FitSetti
                                  weight_decay=settings.weight_decay)
     batch = min(settings.batch_size, len(y))
     model.train()
-    for epoch in range(settings.epochs):
+    from tqdm import tqdm
+
+    for epoch in tqdm(range(settings.epochs), desc="fit predictor", unit="epoch", disable=not settings.progress,
+                      leave=False):
         order = torch.randperm(len(y), generator=seeded_generator("predictor", settings.seed, epoch))
         for start in range(0, len(y), batch):
             rows = order[start:start + batch]
