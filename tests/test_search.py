@@ -176,6 +176,9 @@ def test_budgets_are_constraints_and_fixed_genes_stay_fixed():
                   seed=2, progress=False)
     assert len(front.genomes) and (cost(front.genomes) <= budget).all() and (front.genomes[:, 2] == 0).all()
     assert front.accuracy.max() == pytest.approx(best)
+    # budgets each feasible alone but not together: an empty front (the command turns it into a clear error)
+    apart = [Constraint("--max-cost", cost, budget), Constraint("--min-cost", lambda g: -cost(g), -3 * budget)]
+    assert len(nsga2(upper, accuracy, cost, apart, population=20, generations=5, seed=0, progress=False).genomes) == 0
 
 
 def test_infeasible_budget_names_the_smallest_value():

@@ -70,7 +70,8 @@ def test_search_end_to_end_then_a_rerun_reuses_everything(tmp_path, capsys):
     assert all(e["torch_export_max_abs_diff"] <= 1e-4 for e in result["exports"])
     assert (out / "exports" / "max-mflops-1.6.pt2").is_file()
     front = result["fronts"]["mflops"]
-    assert all(a["mflops"] < b["mflops"] and a["predicted_top1"] < b["predicted_top1"] for a, b in zip(front, front[1:]))
+    assert all(a["mflops"] < b["mflops"] and a["predicted_top1"] < b["predicted_top1"]
+               for a, b in zip(front, front[1:]))
 
     capsys.readouterr()
     assert search_main(args + ["--no-export"]) == 0
@@ -94,7 +95,8 @@ def test_search_bad_input_exits_2_with_one_line(tmp_path, capsys):
         (["--run", str(run), "--n-subnets", "many"], "argument --n-subnets: expected a positive int"),
         (["--run", str(run), "--resolutions", "12,x"], "argument --resolutions"),
         (["--run", str(run), "--device", "tpu"], "--device 'tpu'"),
-        (["--run", str(run), "--search-images", "4000"], "--search-images 4000: n_images must be an integer in [1, 3999]"),
+        (["--run", str(run), "--search-images", "4000"],
+         "--search-images 4000: n_images must be an integer in [1, 3999]"),
         ([], "give --run RUN_DIR"),
         (["--ofa-checkpoint", str(tmp_path / "missing.pth"), "--space", "mbv3"], "no such file"),
     ]

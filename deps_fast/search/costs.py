@@ -57,7 +57,8 @@ def subnet_parts(supernet, resolution: int):
             first_shape = tuple(x.shape[1:])
             x = static.blocks[0](x)
             if len(fixed) == 1:
-                fixed.append(Part(shape_key("first_block", first_shape, static.blocks[0]), static.blocks[0], first_shape))
+                first = static.blocks[0]
+                fixed.append(Part(shape_key("first_block", first_shape, first), first, first_shape))
             for slot, block in enumerate(static.blocks[1:]):
                 in_shape = tuple(x.shape[1:])
                 blocks[(slot, k, e)] = Part(shape_key("block", in_shape, block, k=k, e=e), block, in_shape)

@@ -239,9 +239,9 @@ class SearchRun:
         features = self.encoding.encode(self.sample)
         accuracy = self.sample_top1 / 100.0
         settings = FitSettings(epochs=s.predictor_epochs, seed=s.seed, progress=s.progress)
-        key = fingerprint(features=features.tobytes().hex(), accuracy=accuracy.tolist(),
-                          settings={k: v for k, v in dataclasses.asdict(settings).items() if k != "progress"}, holdout=s.holdout,
-                          version=deps_fast.__version__)
+        recipe = {k: v for k, v in dataclasses.asdict(settings).items() if k != "progress"}
+        key = fingerprint(features=features.tobytes().hex(), accuracy=accuracy.tolist(), settings=recipe,
+                          holdout=s.holdout, version=deps_fast.__version__)
         path = self.out / "predictor.pt"
         saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
         if saved is not None and saved.get("key") == key:
@@ -286,9 +286,10 @@ class SearchRun:
                           generations=s.generations, seed=s.seed, initial=cheapest, progress=s.progress,
                           label=f"search {target.name}")
             if len(front.genomes) == 0:
+                asked = ", ".join(f"{BUDGET_FLAGS[m]} {b:g}" for m, b in target.budgets.items())
                 lows = ", ".join(f"{BUDGET_FLAGS[m]} >= {self.costs[m].minimum()[0]:.4g}" for m in target.budgets)
-                raise InfeasibleBudget(f"no subnet meets {target.name} ({', '.join(f'{BUDGET_FLAGS[m]} {b:g}' for m, b in target.budgets.items())}); "
-                                       f"each alone needs {lows}, but not together: raise one of them")
+                raise InfeasibleBudget(f"no subnet found that meets {asked} together (each alone needs {lows}); "
+                                       f"raise one of them")
             best = int(np.argmax(front.accuracy))
             config = self.encoding.from_genomes(front.genomes[best:best + 1])[0]
             self.chosen.append((target, config, float(front.accuracy[best]), front))

@@ -54,7 +54,8 @@ class FitSettings:
     progress: bool = False
 
 
-def fit_predictor(features: np.ndarray, accuracy: np.ndarray, settings: FitSettings = FitSettings()) -> AccuracyPredictor:
+def fit_predictor(features: np.ndarray, accuracy: np.ndarray,
+                  settings: FitSettings = FitSettings()) -> AccuracyPredictor:
     """Train a predictor on `features` [n, F] and `accuracy` [n] (in [0, 1])."""
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(accuracy), dtype=torch.float32)

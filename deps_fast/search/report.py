@@ -45,7 +45,8 @@ def render_markdown(r: dict) -> str:
     lines += _table(["subnet", "config", "predicted", "search top-1", "test top-1", "MFLOPs", "M params",
                      "table ms", "measured ms"], rows)
     lines += ["", "## Against the uniform k7 subnets within the same budget", ""]
-    rows = [[c["target"], _f(c["chosen_test_top1"]), _f(c["chosen_measured_latency_ms"], 3), c["best_uniform"] or "none fits",
+    rows = [[c["target"], _f(c["chosen_test_top1"]), _f(c["chosen_measured_latency_ms"], 3),
+             c["best_uniform"] or "none fits",
              _f(c["best_uniform_test_top1"]), _f(c["best_uniform_measured_latency_ms"], 3),
              _f(c["top1_gain_points"])] for c in r["comparisons"]]
     lines += _table(["target", "chosen test top-1", "chosen ms", "best uniform within budget", "its test top-1",
@@ -58,7 +59,8 @@ def render_markdown(r: dict) -> str:
               f"top-1 points (predicting the mean: {_f(p['baseline_rmse_top1_points'], 3)}), Kendall τ "
               f"{_f(p['kendall_tau'], 3)}.",
               _latency_line(lat),
-              f"- Smallest values in the space: " + ", ".join(f"{k} {_f(v, 3)}" for k, v in r["space"]["minimum"].items()),
+              "- Smallest values in the space: "
+              + ", ".join(f"{k} {_f(v, 3)}" for k, v in r["space"]["minimum"].items()),
               "", "## Times (s)", ""]
     lines += _table(list(r["times_s"]), [[_f(v, 1) for v in r["times_s"].values()]])
     if r["exports"]:
