@@ -275,3 +275,18 @@ def test_evaluation_cache_resumes_after_a_crash(tmp_path):
         warnings.simplefilter("ignore")
         assert EvaluationCache(path, "other inputs").get(configs[0], "search") is None
         assert EvaluationCache(path, "fp1").get(configs[0], "test") is None
+
+
+def test_chosen_against_the_uniform_subnets_within_the_same_budget():
+    from deps_fast.search.report import against_uniform
+
+    def row(name, kind, top1, mflops, table_ms):
+        return {"name": name, "kind": kind, "subnet": name, "test_top1": top1, "mflops": mflops,
+                "table_latency_ms": table_ms, "measured_latency_ms": table_ms * 1.01}
+    rows = [row("chosen: a", "chosen", 96.0, 11.0, 3.0), row("chosen: b", "chosen", 97.0, 14.0, 3.4),
+            row("small", "uniform", 96.5, 7.0, 2.0), row("middle", "uniform", 96.8, 11.5, 3.3),
+            row("big", "uniform", 97.5, 20.0, 4.0)]
+    a, b = against_uniform(rows, [("a", {"mflops": 12}), ("b", {"mflops": 15, "latency_ms": 3.2})])
+    assert a["uniform_within_budget"] == ["small", "middle"] and a["best_uniform"] == "middle"
+    assert a["top1_gain_points"] == pytest.approx(-0.8)
+    assert b["uniform_within_budget"] == ["small"] and b["top1_gain_points"] == pytest.approx(0.5)

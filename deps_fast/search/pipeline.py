@@ -329,26 +329,6 @@ class SearchRun:
                               "measured_latency_ms": measured[config]})
         self.stage("measure_chosen", started)
 
-    def comparisons(self) -> list[dict]:
-        """Per target: the chosen subnet against the best uniform subnet within the same budgets (test top-1)."""
-        rows = {r["name"]: r for r in self.rows}
-        uniform = [r for r in self.rows if r["kind"] == "uniform"]
-        out = []
-        for target, config, _, _ in self.chosen:
-            mine = rows[f"chosen: {target.name}"]
-            fits = [u for u in uniform if all(u[m if m != "latency_ms" else "table_latency_ms"] <= b
-                                              for m, b in target.budgets.items())]
-            best = max(fits, key=lambda u: u["test_top1"]) if fits else None
-            out.append({"target": target.name, "chosen": mine["subnet"], "chosen_test_top1": mine["test_top1"],
-                        "chosen_measured_latency_ms": mine["measured_latency_ms"], "chosen_mflops": mine["mflops"],
-                        "uniform_within_budget": [u["name"] for u in fits],
-                        "best_uniform": None if best is None else best["name"],
-                        "best_uniform_test_top1": None if best is None else best["test_top1"],
-                        "best_uniform_measured_latency_ms": None if best is None else best["measured_latency_ms"],
-                        "best_uniform_mflops": None if best is None else best["mflops"],
-                        "top1_gain_points": None if best is None else mine["test_top1"] - best["test_top1"]})
-        return out
-
     def export(self) -> None:
         started = time.perf_counter()
         from deps_fast.search.export import export_subnet
@@ -424,7 +404,7 @@ class SearchRun:
                               "chosen_and_uniform": self.final_check},
             "fronts": fronts,
             "subnets": self.rows,
-            "comparisons": self.comparisons(),
+            "comparisons": search_report.against_uniform(self.rows, [(t.name, t.budgets) for t, *_ in self.chosen]),
             "exports": self.exports,
             "times_s": self.times,
         }

@@ -10,6 +10,30 @@ from deps_fast._util import atomic_write
 FIGURE_SIZE, PNG_DPI = (11, 4.5), 120
 
 
+def against_uniform(rows: list, targets: list) -> list[dict]:
+    """Per target (name, {metric: budget}): its chosen subnet (row "chosen: <name>") against the uniform subnets
+    within the same budgets (latency: the table's prediction, as the search saw it), the best by test top-1."""
+    by_name = {r["name"]: r for r in rows}
+    uniform = [r for r in rows if r["kind"] == "uniform"]
+    out = []
+    for name, budgets in targets:
+        mine = by_name[f"chosen: {name}"]
+        fits = [u for u in uniform
+                if all(u["table_latency_ms" if m == "latency_ms" else m] <= b for m, b in budgets.items())]
+        best = max(fits, key=lambda u: u["test_top1"]) if fits else None
+
+        def of_best(key):
+            return None if best is None else best[key]
+        out.append({"target": name, "chosen": mine["subnet"], "chosen_test_top1": mine["test_top1"],
+                    "chosen_measured_latency_ms": mine["measured_latency_ms"], "chosen_mflops": mine["mflops"],
+                    "uniform_within_budget": [u["name"] for u in fits], "best_uniform": of_best("name"),
+                    "best_uniform_test_top1": of_best("test_top1"),
+                    "best_uniform_measured_latency_ms": of_best("measured_latency_ms"),
+                    "best_uniform_mflops": of_best("mflops"),
+                    "top1_gain_points": None if best is None else mine["test_top1"] - best["test_top1"]})
+    return out
+
+
 def write(out_dir, result: dict) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
