@@ -1,7 +1,7 @@
 """extract(supernet, config): a standalone network of standard torch layers equal to one subnet.
 
-The result owns copies of the sliced weights (and BN statistics), needs no deps_fast op to run, and scripts
-with TorchScript and exports to ONNX.
+The result owns copies of the sliced weights (and BN statistics), needs no deps_fast op to run, and exports
+with `torch.export` and to ONNX through it (`torch.onnx.export(..., dynamo=True)`).
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ Small sets become a `TensorDataset` (uint8 tensors, batched on the device by `De
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
 import os
 import pickle
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from deps_fast import _validate
+from deps_fast._util import seeded_generator
 from deps_fast.trainer.loaders import (BadImage, CheckedImages, DeviceBatches, DeviceLoader, ElasticResolution,
                                        FolderLoader, drop_unreadable, elastic_sizes, to_output)
 
@@ -102,6 +105,14 @@ class TensorDataset:
                               seed=seed, drop_last=False, channels_last=channels_last, dtype=dtype,
                               size=self._resize())
         return [x for x, _ in loader.epoch(0)]
+
+    def search_split(self, n_images: int, seed: int = 0) -> "TensorDataset":
+        """This set with its training images split in two (docs/method.md §9): the copy's test side is
+        `n_images` training images chosen with `seed` (the search split), its training side the rest (for BN
+        calibration). The real test set is not in the copy."""
+        rest, held = held_out_indices(len(self.train_labels), n_images, seed)
+        return dataclasses.replace(self, train_images=self.train_images[rest], train_labels=self.train_labels[rest],
+                                   test_images=self.train_images[held], test_labels=self.train_labels[held])
 
 
 # ----------------------------------------------------------------------------------------------- load_dataset
@@ -387,6 +398,19 @@ class ImageFolderData:
             num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
         return DeviceBatches(loader, device, channels_last)
 
+    def search_split(self, n_images: int, seed: int = 0) -> "ImageFolderData":
+        """As TensorDataset.search_split: the copy's val/ is `n_images` training images (read with the
+        evaluation transform), its train/ the other training images."""
+        full = self.dataset("train")
+        rest, held = held_out_indices(len(full), n_images, seed)
+        split = copy.copy(self)
+        held_view = CheckedImages(self._torchvision.datasets.ImageFolder(str(self.root / "train"),
+                                                                         transform=self._transform(False)),
+                                  self.skip_bad_images, (3, self.resolution, self.resolution))
+        split._datasets = {"train": torch.utils.data.Subset(full, rest.tolist()),
+                           "val": torch.utils.data.Subset(held_view, held.tolist())}
+        return split
+
     def calibration_batches(self, *, n_images: int = 2000, batch_size: int = 200, seed: int = 0,
                             device="cpu", channels_last: bool = False, dtype=torch.float32) -> list:
         """A fixed subset of training images with training augmentation (see `calibration_batches`)."""
@@ -407,6 +431,15 @@ class ImageFolderData:
                 if len(x):
                     batches.append(to_output(x.to(device), channels_last, dtype))
         return batches
+
+
+def held_out_indices(n: int, n_held: int, seed: int) -> tuple:
+    """(kept, held out) indices of n samples, `n_held` of them held out by a fixed permutation of `seed`;
+    each side sorted. At least one sample stays on each side."""
+    n_held = _validate.integer("n_images", n_held, minimum=1, maximum=n - 1,
+                               allowed=f"an integer in [1, {n - 1}] (the training set has {n} images)")
+    order = torch.randperm(n, generator=seeded_generator("held-out", int(seed)))
+    return order[n_held:].sort().values, order[:n_held].sort().values
 
 
 def calibration_batches(dataset: Union[TensorDataset, ImageFolderData], *, n_images: int = 2000,

@@ -42,10 +42,13 @@ def top1(net: torch.nn.Module, batches: Iterable[tuple], device: torch.device,
 
 
 def evaluate_subnet(model, config: SubnetConfig, calibration: list, test_batches: Iterable[tuple],
-                    device: torch.device, amp_dtype=None) -> float:
-    """Top-1 (%) of subnet `config`: extracted, BN recalibrated on `calibration`, evaluated on `test_batches`."""
+                    device: torch.device, amp_dtype=None, channels_last: Optional[bool] = None) -> float:
+    """Top-1 (%) of subnet `config`: extracted, BN recalibrated on `calibration`, evaluated on `test_batches`.
+    `channels_last` (default: on CUDA only) should match the layout of the batches."""
     static = model.extract(config)
-    if device.type == "cuda":
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
         static = static.to(memory_format=torch.channels_last)
     recalibrate_bn(static, None, calibration)
     return top1(static.eval(), test_batches, device, amp_dtype)
