@@ -8,6 +8,9 @@
 //    k = 1/3/5/7). Borders cost nothing: they are the zero padding. grad_input at stride 1 is the same kernel
 //    with the flipped window; at stride 2 it is split into its 4 polyphase sub-convolutions (even/odd rows x
 //    even/odd columns), each again a dense stride-1 correlation on the zero-padded grad_out plane.
+//  * NCHW planes of <= 64 pixels: one task per 8 channels of one image, staged channel-innermost into a small
+//    zero-padded tile (the transposition happens while staging), so the vectors run over channels as in the
+//    channels_last kernels, without a layout copy of the tensors.
 //  * channels_last: one task per output row (n, oh); the inner dimension is the channel vector. The used
 //    window is repacked once per call into a [k*k][c] float table (read from w in place; the parameter itself
 //    is never copied or cropped). Interior pixels are done 4 at a time x 16 channels in registers; border

@@ -40,8 +40,16 @@ CASES = [
     (1, 3, 2, 5, 3, 2, True, 5, 5, False),
     (1, 48, 7, 8, 5, 1, False, 48, 5, False),
     (3, 33, 4, 3, 7, 2, True, 40, 7, True),
+    # NCHW planes of <= 64 pixels (cpp: 8 channels per task, channel-innermost tiles): k = 3/5/7, both strides,
+    # c not a multiple of 8, the 64-pixel boundary, a window larger than the plane, K > k with transforms
+    (2, 13, 7, 7, 5, 2, False, 16, 7, False),
+    (3, 9, 4, 4, 7, 2, False, 9, 7, True),
+    (2, 20, 8, 8, 3, 1, False, 24, 5, False),
+    (1, 8, 3, 5, 7, 1, False, 8, 7, False),
+    (2, 17, 5, 6, 5, 1, False, 17, 5, False),
+    (2, 11, 6, 5, 3, 2, False, 12, 3, False),
 ]
-LOWP_CASES = [CASES[i] for i in (1, 2, 5, 6, 9)]
+LOWP_CASES = [CASES[i] for i in (1, 2, 5, 6, 9, 11, 12, 15)]
 
 
 def _case_id(case):
@@ -165,12 +173,13 @@ def test_torch_compile_fullgraph(backend):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_weight_grad_is_deterministic(backend):
+@pytest.mark.parametrize("hw", [(12, 10), (7, 7)], ids=["plane120", "plane49"])
+def test_weight_grad_is_deterministic(backend, hw):
     device = require_backend(backend)
     gen = torch.Generator().manual_seed(seed())
-    x = torch.randn(3, 16, 12, 10, generator=gen).to(device)
+    x = torch.randn(3, 16, *hw, generator=gen).to(device)
     w = torch.randn(16, 1, 7, 7, generator=gen).to(device).requires_grad_()
-    g = torch.randn(3, 16, 12, 10, generator=gen).to(device)
+    g = torch.randn(3, 16, *hw, generator=gen).to(device)
     results = []
     for threads in (1, 2):
         old = torch.get_num_threads()

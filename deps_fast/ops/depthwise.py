@@ -80,25 +80,14 @@ def _fmt(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-# The cpp NCHW kernels stage every (n, c) plane with its padding; on planes of <= 64 pixels (the last MBV3
-# stages) that costs more than the arithmetic, and a round trip through the channels_last kernels is faster:
-# e.g. forward [32, 960, 4, 4] k=7 8.2 ms NCHW vs ~1 ms, fwd+bwd k=3 6.2 ms vs ~2.4 ms (2-core x86,
-# bench/results/depthwise-*cpu*.json). The op's output layout does not change.
-_CPP_SMALL_PLANE = 64
-
-
-def _kernel_channels_last(backend: str, channels_last: bool, H: int, W: int) -> bool:
-    return channels_last or (backend == "cpp" and H * W <= _CPP_SMALL_PLANE)
-
-
 def _run_forward(backend, x, weight, k, stride):
     cl = _channels_last(x)
     if backend == "triton":
         tk = _backend.triton_kernels()["depthwise"]
         return tk.forward(x, _w3(weight), k, stride, cl)
     fn = _ext.extension().dwconv_forward_cuda if backend == "cuda" else _ext.extension().dwconv_forward_cpu
-    kcl = _kernel_channels_last(backend, cl, x.shape[2], x.shape[3])
-    return _fmt(fn(_fmt(x, kcl), _w3(weight), k, stride), cl)
+    # the kernels take either layout natively (cpp: small NCHW planes too), so no layout copy happens here
+    return _fmt(fn(_fmt(x, cl), _w3(weight), k, stride), cl)
 
 
 def _run_backward_input(backend, gy, weight, k, stride, H, W, cl):
@@ -107,8 +96,7 @@ def _run_backward_input(backend, gy, weight, k, stride, H, W, cl):
         return tk.backward_input(gy, _w3(weight), k, stride, H, W, cl)
     fn = _ext.extension().dwconv_backward_input_cuda if backend == "cuda" \
         else _ext.extension().dwconv_backward_input_cpu
-    kcl = _kernel_channels_last(backend, cl, H, W)
-    return _fmt(fn(_fmt(gy, kcl), _w3(weight), k, stride, H, W), cl)
+    return _fmt(fn(_fmt(gy, cl), _w3(weight), k, stride, H, W), cl)
 
 
 def _run_backward_weight(backend, gy, x, k, stride, deterministic):
@@ -116,8 +104,7 @@ def _run_backward_weight(backend, gy, x, k, stride, deterministic):
     if backend == "triton":
         tk = _backend.triton_kernels()["depthwise"]
         return tk.backward_weight(gy, x, k, stride, cl, deterministic)
-    kcl = _kernel_channels_last(backend, cl, x.shape[2], x.shape[3])
-    gy, x = _fmt(gy, kcl), _fmt(x, kcl)
+    gy, x = _fmt(gy, cl), _fmt(x, cl)
     if backend == "cuda":
         return _ext.extension().dwconv_backward_weight_cuda(gy, x, k, stride, deterministic)
     return _ext.extension().dwconv_backward_weight_cpu(gy, x, k, stride)
