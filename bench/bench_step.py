@@ -12,7 +12,8 @@ Each step is the trainer's own `train_step` (deps_fast/trainer/step.py) driven b
 --profile: torch.profiler over a few DεpS shrinking steps of the demo's model (mbv3-cifar at width 0.35, k = 7,
 28 px digits, batch 64), time shares by category (bench/step_profile.py) for each backend.
 --peer ofa: once-for-all's own network (PyPI `ofa`, bench/ofa_peer.py) doing the same sandwich step (max, min,
-2 random subnets; mbv3 at 64 px, batch 16, the same configs), interleaved with ours in one process, with the fp32
+2 random subnets; mbv3 at 64 px, batch 16, the same configs), interleaved with ours in one process (ours in the
+trainer's layout; OFA as shipped, NCHW, and given channels_last inputs), with the fp32
 GEMM rate measured in the same run and the share of it each step reaches (forward + backward = 3x forward FLOPs).
 Both default to one thread (--threads).
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 import step_profile  # noqa: E402
 
+from deps_fast._util import prefers_channels_last  # noqa: E402
 from deps_fast.models import build_supernet  # noqa: E402
 from deps_fast.schedules import deps  # noqa: E402
 from deps_fast.trainer.step import parameter_groups, step_subnets, train_step  # noqa: E402
@@ -91,7 +93,8 @@ def run_profile(args, device, plan) -> list[dict]:
     d = DEMO
     rows = []
     for backend in args.backends.split(","):
-        for channels_last in ([False, True] if args.channels_last == "both" else [args.channels_last == "on"]):
+        layouts = {"both": [False, True], "on": [True], "off": [False], "auto": [prefers_channels_last(device)]}
+        for channels_last in layouts[args.channels_last]:
             _, run = step_runner(d["space"], args.batch or 64, d["resolution"], d["classes"], backend, plan,
                                  device, None, channels_last, width_mult=d["width_mult"],
                                  kernel_sizes=d["kernel_sizes"], in_channels=d["in_channels"])
@@ -113,9 +116,10 @@ def run_peer(args, device, plan) -> list[dict]:
     if why is not None:
         raise SystemExit(f"--peer ofa: {why}")
     d, batch = PEER, args.batch or 16
+    cl = prefers_channels_last(device)  # ours as the trainer runs it
     contenders = {}
     for backend in args.backends.split(","):
-        net, run = step_runner(d["space"], batch, d["resolution"], d["classes"], backend, plan, device, None, False,
+        net, run = step_runner(d["space"], batch, d["resolution"], d["classes"], backend, plan, device, None, cl,
                                width_mult=d["width_mult"], kernel_sizes=d["kernel_sizes"])
         contenders[backend] = run
     ours = net
@@ -128,7 +132,11 @@ def run_peer(args, device, plan) -> list[dict]:
     peer_opt = torch.optim.SGD(groups, lr=0.001, momentum=0.9, nesterov=True)
     x = torch.randn(batch, 3, d["resolution"], d["resolution"], device=device)
     y = torch.randint(d["classes"], (batch,), device=device)
+    # OFA as shipped (NCHW), and the same network given channels_last inputs (its convs then run on NHWC too)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     contenders["ofa"] = lambda i: ofa_peer.sandwich_step(peer, peer_opt, x, y, ours.max_config(), subnets, 0.1)
+    contenders["ofa-channels-last"] = lambda i: ofa_peer.sandwich_step(peer, peer_opt, x_cl, y, ours.max_config(),
+                                                                       subnets, 0.1)
     gflop = step_gflop(ours, plan, batch, d["resolution"])
     repeats = args.repeats or 7
     times = {name: [] for name in contenders}
@@ -147,15 +155,20 @@ def run_peer(args, device, plan) -> list[dict]:
             gemm.append(gemm_gflops(device))
     gemm_rate = statistics.median(gemm)
     ofa_ms = statistics.median(times["ofa"])
+    ofa_cl_ms = statistics.median(times["ofa-channels-last"])
     rows = []
     for name, ts in times.items():
         ms = statistics.median(ts)
-        rows.append({"model": f"{d['space']} @ {d['resolution']} px", "contender": name, "batch": batch,
+        layout = "channels_last" if (name == "ofa-channels-last" or (name != "ofa" and cl)) else "nchw"
+        rows.append({"model": f"{d['space']} @ {d['resolution']} px", "contender": name, "layout": layout,
+                     "batch": batch,
                      "threads": torch.get_num_threads(), "ms": round(ms, 2), "ms_all": [round(t, 2) for t in ts],
                      "images_per_s": round(batch / ms * 1e3, 1), "speedup_vs_ofa": round(ofa_ms / ms, 3),
+                     "speedup_vs_ofa_channels_last": round(ofa_cl_ms / ms, 3),
                      "step_gflop": round(gflop, 3), "gflops": round(gflop / ms * 1e3, 2),
                      "gemm_gflops": round(gemm_rate, 1), "share_of_gemm": round(gflop / ms * 1e3 / gemm_rate, 4)})
-        print(f"{name:>6}: {ms:8.1f} ms  x{ofa_ms / ms:.2f} vs ofa  {gflop / ms * 1e3:6.1f} GFLOP/s = "
+        print(f"{name:>17} ({layout}): {ms:8.1f} ms  x{ofa_ms / ms:.2f} vs ofa  x{ofa_cl_ms / ms:.2f} vs "
+              f"ofa-channels-last  {gflop / ms * 1e3:6.1f} GFLOP/s = "
               f"{gflop / ms * 1e3 / gemm_rate:.1%} of fp32 GEMM ({gemm_rate:.0f} GFLOP/s)", flush=True)
     return rows
 
@@ -174,8 +187,8 @@ def main() -> None:
                                                     "CPU; the fast ones and torch on a GPU)")
     p.add_argument("--batch", type=int, default=None, help="--profile: default 64; --peer: default 16")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (--profile / --peer default: 1)")
-    p.add_argument("--channels-last", choices=("off", "on", "both"), default="off",
-                   help="--profile: model and input layout")
+    p.add_argument("--channels-last", choices=("auto", "off", "on", "both"), default="auto",
+                   help="--profile: model and input layout (auto: the trainer's, channels_last on CPU and GPU)")
     p.add_argument("--label", default="", help="suffix of the result file names, e.g. before / after")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -194,7 +207,7 @@ def main() -> None:
         return
     amp_dtype = {"off": None, "bf16": torch.bfloat16,
                  "auto": torch.bfloat16 if device.type == "cuda" else None}[args.amp]
-    channels_last = device.type == "cuda"
+    channels_last = prefers_channels_last(device)  # as the trainer runs
     repeats = args.repeats or (10 if device.type == "cuda" else 3)
     warmup = 3 if device.type == "cuda" else 1
     backends = ["torch"] + harness.fast_backends(device)

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from deps_fast import _validate, recalibrate_bn
+from deps_fast._util import prefers_channels_last
 from deps_fast.models import SubnetConfig
 from deps_fast.ops import distillation_loss
 from deps_fast.search.source import Source
@@ -60,7 +61,7 @@ def finetune(source: Source, config: SubnetConfig, settings: FinetuneSettings, d
     _validate.positive("lr", settings.lr)
     batch_size = settings.batch_size or o.batch_size
     data = source.dataset(config.resolution)
-    cl = device.type == "cuda"
+    cl = prefers_channels_last(device)
     calibration = data.calibration_batches(n_images=settings.calib_images or o.calib_images,
                                            batch_size=o.calib_batch, seed=settings.seed, device=device,
                                            channels_last=cl)

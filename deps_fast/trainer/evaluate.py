@@ -9,6 +9,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from deps_fast._util import prefers_channels_last
 from deps_fast.models import SubnetConfig, recalibrate_bn
 from deps_fast.trainer.report import UNIFORM_K7  # docs/method.md §6: the six uniform k7 subnets (d, e)
 
@@ -44,10 +45,11 @@ def top1(net: torch.nn.Module, batches: Iterable[tuple], device: torch.device,
 def evaluate_subnet(model, config: SubnetConfig, calibration: list, test_batches: Iterable[tuple],
                     device: torch.device, amp_dtype=None, channels_last: Optional[bool] = None) -> float:
     """Top-1 (%) of subnet `config`: extracted, BN recalibrated on `calibration`, evaluated on `test_batches`.
-    `channels_last` (default: on CUDA only) should match the layout of the batches."""
+    `channels_last` (default: the device's preference, deps_fast._util.prefers_channels_last) should match the
+    layout of the batches."""
     static = model.extract(config)
     if channels_last is None:
-        channels_last = device.type == "cuda"
+        channels_last = prefers_channels_last(device)
     if channels_last:
         static = static.to(memory_format=torch.channels_last)
     recalibrate_bn(static, None, calibration)

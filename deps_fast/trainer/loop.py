@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 import deps_fast
-from deps_fast._util import atomic_write, device_name
+from deps_fast._util import atomic_write, device_name, prefers_channels_last
 from deps_fast.models import build_supernet
 from deps_fast.ops import _backend
 from deps_fast.trainer import checkpoint as ckpt
@@ -125,7 +125,7 @@ class Trainer:
             raise
 
     def _build(self, o: Options) -> None:
-        self.channels_last = self.device.type == "cuda"
+        self.channels_last = prefers_channels_last(self.device)
         torch.manual_seed(o.seed)  # identical initial weights on every rank
         self.data = load_dataset(o.data, resolution=o.resolution, num_workers=o.workers, augment=o.augment,
                                  skip_bad_images=o.skip_bad_images)
