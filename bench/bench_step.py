@@ -91,9 +91,9 @@ def step_gflop(net, plan, batch: int, res: int) -> float:
 def run_profile(args, device, plan) -> list[dict]:
     """--profile: category shares of the demo's DεpS shrinking step for each backend."""
     d = DEMO
-    rows = []
+    layouts = {"both": [False, True], "on": [True], "off": [False], "auto": [prefers_channels_last(device)]}
+    runs, rows = [], []
     for backend in args.backends.split(","):
-        layouts = {"both": [False, True], "on": [True], "off": [False], "auto": [prefers_channels_last(device)]}
         for channels_last in layouts[args.channels_last]:
             _, run = step_runner(d["space"], args.batch or 64, d["resolution"], d["classes"], backend, plan,
                                  device, None, channels_last, width_mult=d["width_mult"],
@@ -102,9 +102,22 @@ def run_profile(args, device, plan) -> list[dict]:
             layout = "channels_last" if channels_last else "nchw"
             rows.append({"model": "demo", "backend": backend, "layout": layout, "batch": args.batch or 64,
                          "threads": torch.get_num_threads(), **prof})
+            runs.append(run)
             line = "  ".join(f"{k} {v:.1%}" for k, v in prof["share"].items())
             print(f"{backend:>6} {layout:>13}: {prof['wall_ms_per_step']:8.1f} ms/step (profiled)  {line}",
                   flush=True)
+    # the profiler slows ops unevenly and runs one configuration after another: time them again unprofiled,
+    # interleaved (each round runs every configuration once), median of the rounds
+    times = [[] for _ in runs]
+    for r in range(args.repeats or 3):
+        for run, ts in zip(runs, times):
+            t0 = time.perf_counter()
+            run(r)
+            ts.append((time.perf_counter() - t0) * 1e3)
+    for row, ts in zip(rows, times):
+        row["ms_unprofiled"] = round(statistics.median(ts), 1)
+        print(f"{row['backend']:>6} {row['layout']:>13}: {row['ms_unprofiled']:8.1f} ms/step (unprofiled, "
+              f"interleaved)", flush=True)
     return rows
 
 
