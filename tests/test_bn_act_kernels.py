@@ -15,6 +15,10 @@ unwritten element fails. On CPU the Triton kernels run in the interpreter; the "
 tiles per program and several partials per channel on these small shapes, so the two-level reductions run.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -293,8 +297,9 @@ def test_activation_kinks_match_torch(kernels):
         y = kernels.forward(x, one, zero, code)
         torch.testing.assert_close(y, want_y.detach(), rtol=2 * EPS32, atol=0, msg=f"act {ACTS[code]} forward")
         g = kernels.backward_input(gy, x, one, zero, None, None, None, None, None, 1, code, False)
-        assert torch.equal(g, want_g), (f"act {ACTS[code]}: grad {g.flatten().tolist()} != torch "
-                                        f"{want_g.flatten().tolist()}")
+        # exact where torch selects 0 or grad_y; a few float32 ulps of z / 3 + 1/2 (a GPU divides approximately)
+        torch.testing.assert_close(g, want_g, rtol=4 * EPS32, atol=0, msg=f"act {ACTS[code]} grad: "
+                                   f"{g.flatten().tolist()} != torch {want_g.flatten().tolist()}")
 
 
 @with_kernels
@@ -339,3 +344,65 @@ def test_triton_bad_input_names_the_argument():
         bn_act.backward_reduce(torch.zeros(1, 3, 2, 1), x, v, v, v, 0)
     with pytest.raises(ValueError, match=r"mean is required here"):
         bn_act.backward_input(x, x, v, v, None, v, v, v, v, 4, 0, True)
+
+
+# Compiles every Triton kernel for sm_90 (H100 / H200) the way a GPU would, with the divisible-by-16
+# specialisation of aligned pointers, C and HW that real launches get, and checks the elementwise and reduction
+# passes load (and forward stores) 16 bytes at a time in both layouts. Runs in a subprocess: the kernels in this
+# process were defined under the interpreter.
+_SM90_COMPILE = r"""
+import os, re, sys
+os.environ.pop("TRITON_INTERPRET", None)
+try:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+except ImportError as exc:
+    print(f"this Triton cannot compile ahead of time: {exc}"); sys.exit(3)
+from deps_fast.kernels import bn_act as k
+
+def compile_ptx(fn, types, consts, div16):
+    sig = {name: types.get(name, "constexpr") for name in fn.arg_names}
+    idx = fn.arg_names.index
+    src = ASTSource(fn=fn, signature=sig, constexprs={(idx(n),): v for n, v in consts.items()},
+                    attrs={(idx(n),): [["tt.divisibility", 16]] for n in div16})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+
+for dt in ("bf16", "fp32", "fp16"):
+    for tile in (dict(BLOCK_C=1, BLOCK_N=1, BLOCK_HW=2048), dict(BLOCK_C=128, BLOCK_N=16, BLOCK_HW=1, HW=1)):
+        geo = {"N": "i32", "C": "i32", "HW": "i32", "tiles_per_program": "i32"}
+        if "HW" in tile:
+            del geo["HW"]
+        div = ["C"] + (["HW"] if "HW" in geo else [])
+        t = lambda *names: {n: f"*{dt}" for n in names}
+        f32 = lambda *names: {n: "*fp32" for n in names}
+        vecs = ["scale_ptr", "shift_ptr", "mean_ptr", "invstd_ptr", "weight_ptr", "sum_dz_ptr", "sum_dzx_ptr"]
+        kernels = [
+            (k._stats_partial_kernel, {**t("x_ptr"), **f32("part_ptr", "count_ptr"), **geo}, {}, True, False),
+            (k._backward_reduce_kernel, {**t("gy_ptr", "x_ptr"), **f32("scale_ptr", "shift_ptr", "mean_ptr", "part_ptr"),
+                                         **geo}, {"ACT": 3}, True, False),
+        ] + [(k._forward_kernel, {**t("x_ptr", "y_ptr"), **f32("scale_ptr", "shift_ptr"), **geo}, {"ACT": a}, True, True)
+             for a in range(4)] + [
+            (k._backward_input_kernel, {**t("gy_ptr", "x_ptr", "gx_ptr"), **f32(*vecs), "inv_count": "fp32", **geo},
+             {"ACT": 3, "TRAINING": tr}, True, True) for tr in (False, True)]
+        for fn, types, consts, vec_load, vec_store in kernels:
+            ptrs = [n for n, ty in types.items() if ty.startswith("*")]
+            ptx = compile_ptx(fn, types, {**tile, **consts}, ptrs + div)
+            where = f"{fn.__name__} {dt} {tile} {consts}"
+            assert not vec_load or "ld.global.v4" in ptx, f"{where}: no 16-byte loads"
+            assert not vec_store or "st.global.v4" in ptx, f"{where}: no 16-byte stores"
+compile_ptx(k._stats_merge_kernel, {"part_ptr": "*fp32", "count_ptr": "*fp32", "mean_ptr": "*fp32",
+                                    "var_ptr": "*fp32", "C": "i32", "chunks": "i32"}, {"BLOCK_C": 128}, [])
+print("ok")
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the compiled kernels in the tests above")
+def test_triton_kernels_compile_for_sm90_with_vector_access(tmp_path):
+    env = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # really compile, every run
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"  # Triton's default (it warns while that default is changing)
+    done = subprocess.run([sys.executable, "-c", _SM90_COMPILE], capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode == 3:
+        pytest.skip(done.stdout.strip())
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout[-2000:] + done.stderr[-4000:]
