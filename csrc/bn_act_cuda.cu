@@ -568,8 +568,10 @@ void launch_elementwise(const at::Tensor& x, const at::Tensor& gy, at::Tensor& o
     const T* xp = x.data_ptr<T>();
     const T* gp = MODE == kForward ? nullptr : gy.data_ptr<T>();
     T* op = out.data_ptr<T>();
-    // several launches: each one's start (a multiple of seg_rows * C * HW elements) must keep the alignment
-    const int vec = vector_width<T>(g.rows > seg_rows ? seg_rows * g.C * g.HW : 16, {xp, gp, op});
+    // several launches: each one's start (a multiple of seg_rows * C * HW elements) must keep the alignment.
+    // 16-byte vectors or scalars: only a misaligned view would allow less than 16 bytes, not worth the kernels.
+    int vec = vector_width<T>(g.rows > seg_rows ? seg_rows * g.C * g.HW : 16, {xp, gp, op});
+    if (vec * sizeof(T) != 16) vec = 1;
     for (int64_t r0 = 0; r0 < g.rows; r0 += seg_rows) {
       const int64_t total = std::min(seg_rows, g.rows - r0) * g.C * g.HW;
       const int64_t base = r0 * g.C * g.HW;  // a multiple of C * HW: the segment starts at channel 0, pixel 0
@@ -579,7 +581,7 @@ void launch_elementwise(const at::Tensor& x, const at::Tensor& gy, at::Tensor& o
       act_switch(act, [&](auto act_c) {
         vec_switch(vec, [&](auto vec_c) {
           constexpr int ACT = decltype(act_c)::value, VEC = decltype(vec_c)::value;
-          if constexpr (VEC * sizeof(T) <= 16) {  // vector_width never asks for more
+          if constexpr (VEC == 1 || VEC * sizeof(T) == 16) {  // the two widths chosen above
             const int64_t blocks = std::min(ceil_div(ceil_div(total, VEC), kThreads), max_blocks);
             bn_act_elementwise_kernel<T, VEC, ACT, MODE><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(a);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
