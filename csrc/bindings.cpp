@@ -19,5 +19,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dwconv_forward_cuda", &deps_fast::dwconv_forward_cuda, "elastic depthwise conv forward (CUDA)");
   m.def("dwconv_backward_input_cuda", &deps_fast::dwconv_backward_input_cuda, "grad input (CUDA)");
   m.def("dwconv_backward_weight_cuda", &deps_fast::dwconv_backward_weight_cuda, "grad weight window (CUDA)");
+  m.def("bn_act_stats_cuda", &deps_fast::bn_act_stats_cuda, "BatchNorm statistics: mean, biased var (CUDA)");
+  m.def("bn_act_forward_cuda", &deps_fast::bn_act_forward_cuda, "fused BatchNorm + activation forward (CUDA)");
+  m.def("bn_act_backward_reduce_cuda", &deps_fast::bn_act_backward_reduce_cuda,
+        "fused BatchNorm + activation backward reductions (CUDA)");
+  m.def("bn_act_backward_input_cuda", &deps_fast::bn_act_backward_input_cuda,
+        "fused BatchNorm + activation grad input (CUDA)");
 #endif
 }

@@ -163,4 +163,30 @@ inline void check_distill_args(const at::Tensor& student, const c10::optional<at
   }
 }
 
+// ---- fused elastic BatchNorm + activation (CUDA kernels: bn_act_cuda.cu; Triton twin: kernels/bn_act.py) --------
+// x, grad_y: [N, c, H, W] float32 / bfloat16 / float16, NCHW-contiguous or channels_last (other strides are made
+// NCHW-contiguous; a grad_y in another layout than x is copied into x's). scale, shift, mean, invstd, weight_c,
+// sum_dz, sum_dz_xmu: contiguous float32 [c] on x's device. act: 0 none, 1 relu, 2 relu6, 3 hswish (torch's
+// backward at the kinks). z = x * scale + shift, dz = grad_y * act'(z). All math and accumulation float32;
+// outputs in x's dtype and memory format. Reductions are deterministic (fixed chunks merged in a fixed order).
+#ifdef DEPS_FAST_WITH_CUDA
+// (mean, biased variance) float32 [c] over N, H, W; Chan-merged (count, mean, M2) partials, numerically stable.
+std::tuple<at::Tensor, at::Tensor> bn_act_stats_cuda(const at::Tensor& x);
+// y = act(x * scale + shift)
+at::Tensor bn_act_forward_cuda(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift, int64_t act);
+// (sum dz, sum dz * (x - mean)) float32 [c] over N, H, W
+std::tuple<at::Tensor, at::Tensor> bn_act_backward_reduce_cuda(const at::Tensor& grad_y, const at::Tensor& x,
+                                                               const at::Tensor& scale, const at::Tensor& shift,
+                                                               const at::Tensor& mean, int64_t act);
+// training: weight_c * invstd * (dz - sum_dz / count - (x - mean) * invstd^2 * sum_dz_xmu / count);
+// eval: dz * scale (mean, invstd, weight_c, sum_dz, sum_dz_xmu unused and may be None)
+at::Tensor bn_act_backward_input_cuda(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& scale,
+                                      const at::Tensor& shift, const c10::optional<at::Tensor>& mean,
+                                      const c10::optional<at::Tensor>& invstd,
+                                      const c10::optional<at::Tensor>& weight_c,
+                                      const c10::optional<at::Tensor>& sum_dz,
+                                      const c10::optional<at::Tensor>& sum_dz_xmu, double count, int64_t act,
+                                      bool training);
+#endif
+
 }  // namespace deps_fast
