@@ -188,12 +188,17 @@ bn_act_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- public API --------------------------------------------------------------------------------------------
+def missing_kernels(backend: str) -> str | None:
+    """Why `backend` has no kernels of this op in this build (None if it has them, or for "torch" / "auto")."""
+    return _backend.op_kernels_reason(backend, "bn_act", _KERNEL_FUNCTIONS,
+                                      tuple(f"bn_act_{f}" for f in _KERNEL_FUNCTIONS))
+
+
 def _input_reason(x: torch.Tensor) -> Callable[[str], str | None]:
     dtype_reason = _backend.kernel_input_reason("x", x, x.numel() == 0)
 
     def reason(backend: str):
-        return dtype_reason(backend) or _backend.op_kernels_reason(
-            backend, "bn_act", _KERNEL_FUNCTIONS, tuple(f"bn_act_{f}" for f in _KERNEL_FUNCTIONS))
+        return dtype_reason(backend) or missing_kernels(backend)
     return reason
 
 
