@@ -64,8 +64,8 @@ def _probe_triton() -> dict:
             try:
                 state[name] = (importlib.import_module(f"deps_fast.kernels.{name}"), None)
             except Exception as exc:  # noqa: BLE001 - no triton, a broken install or an old triton: say which
-                state[name] = (None, f"the Triton kernels deps_fast.kernels.{name} cannot be imported "
-                                     f"({type(exc).__name__}: {exc})")
+                state[name] = (None, f"the Triton kernels cannot be imported (deps_fast.kernels.{name}: "
+                                     f"{type(exc).__name__}: {exc})")
         _TRITON_STATE.append(state)
     return _TRITON_STATE[0]
 
