@@ -25,7 +25,6 @@
 namespace deps_fast {
 namespace {
 
-constexpr int kLanes = 8;             // independent float accumulators per reduction (vectorisable, more exact)
 constexpr int64_t kChunkElems = 8192;  // elements of one float32 partial: a chunk stays in L1/L2
 
 template <int ACT>
@@ -64,6 +63,52 @@ inline float to_f(float v) { return v; }
 inline float to_f(c10::BFloat16 v) { return static_cast<float>(v); }
 inline float to_f(c10::Half v) { return static_cast<float>(v); }
 
+// 8-lane float vectors (GCC vector extensions; two SSE registers on baseline x86-64). The inner loops are written
+// with them because GCC does not vectorise reductions whose terms go through the activation's branches.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+template <typename T>
+inline v8f load8(const T* p) {
+  v8f v;
+  for (int j = 0; j < 8; ++j) v[j] = to_f(p[j]);
+  return v;
+}
+template <typename T>
+inline void store8(T* p, v8f v) {
+  for (int j = 0; j < 8; ++j) p[j] = static_cast<T>(v[j]);
+}
+inline v8f splat(float a) { return v8f{a, a, a, a, a, a, a, a}; }
+// m ? a : b per lane (m: the all-ones / all-zeros lanes of a vector comparison)
+inline v8f sel(v8i m, v8f a, v8f b) { return (v8f)((m & (v8i)a) | (~m & (v8i)b)); }
+// lane sum in a fixed order
+inline float hsum(v8f v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+
+// The vector forms of act_forward / act_backward, lane for lane the same results (NaN included).
+template <int ACT>
+inline v8f act_forward_v(v8f z) {
+  const v8f zero = splat(0.f);
+  if constexpr (ACT == 1) return sel(z < zero, zero, z);
+  if constexpr (ACT == 2) return sel(z < zero, zero, sel(z > splat(6.f), splat(6.f), z));
+  if constexpr (ACT == 3) {
+    v8f t = z + splat(3.f);
+    t = sel(t < zero, zero, t);
+    t = sel(t > splat(6.f), splat(6.f), t);
+    return z * t / splat(6.f);
+  }
+  return z;
+}
+
+template <int ACT>
+inline v8f act_backward_v(v8f g, v8f z) {
+  const v8f zero = splat(0.f);
+  if constexpr (ACT == 1) return sel(z <= zero, zero, g);
+  if constexpr (ACT == 2) return sel((z <= zero) | (z >= splat(6.f)), zero, g);
+  if constexpr (ACT == 3)
+    return sel(z < splat(-3.f), zero, sel(z <= splat(3.f), g * (z / splat(3.f) + splat(0.5f)), g));
+  return g;
+}
+
 // Chan's merge of (count, mean, M2) running triples, in float64.
 struct Moments {
   double n = 0, mean = 0, m2 = 0;
@@ -76,34 +121,31 @@ struct Moments {
   }
 };
 
-// Sum of p[0..len) in float over kLanes accumulators.
+// Sum of p[0..len) in float over 8 lanes.
 template <typename T>
 inline float run_sum(const T* p, int64_t len) {
-  float acc[kLanes] = {};
+  v8f acc = splat(0.f);
   int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) acc[j] += to_f(p[i + j]);
-  for (; i < len; ++i) acc[0] += to_f(p[i]);
-  float s = 0.f;
-  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  for (; i + 8 <= len; i += 8) acc += load8(p + i);
+  float s = hsum(acc);
+  for (; i < len; ++i) s += to_f(p[i]);
   return s;
 }
 
 template <typename T>
 inline float run_sq_dev(const T* p, int64_t len, float m) {
-  float acc[kLanes] = {};
+  v8f acc = splat(0.f);
+  const v8f mv = splat(m);
   int64_t i = 0;
-  for (; i + kLanes <= len; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const float d = to_f(p[i + j]) - m;
-      acc[j] += d * d;
-    }
+  for (; i + 8 <= len; i += 8) {
+    const v8f d = load8(p + i) - mv;
+    acc += d * d;
+  }
+  float s = hsum(acc);
   for (; i < len; ++i) {
     const float d = to_f(p[i]) - m;
-    acc[0] += d * d;
+    s += d * d;
   }
-  float s = 0.f;
-  for (int j = 0; j < kLanes; ++j) s += acc[j];
   return s;
 }
 
@@ -154,14 +196,21 @@ void stats_kernel(const T* x, const Shape& s, float* mean_out, float* var_out) {
       std::fill(acc.begin(), acc.end(), 0.f);
       for (int64_t r = r0; r < r1; ++r) {
         const T* row = x + r * C;
-        for (int64_t ch = 0; ch < C; ++ch) acc[ch] += to_f(row[ch]);
+        int64_t ch = 0;
+        for (; ch + 8 <= C; ch += 8) store8(acc.data() + ch, load8(acc.data() + ch) + load8(row + ch));
+        for (; ch < C; ++ch) acc[ch] += to_f(row[ch]);
       }
       const float inv = 1.f / float(r1 - r0);
       for (int64_t ch = 0; ch < C; ++ch) pm[ch] = acc[ch] * inv;
       std::fill(acc.begin(), acc.end(), 0.f);
       for (int64_t r = r0; r < r1; ++r) {
         const T* row = x + r * C;
-        for (int64_t ch = 0; ch < C; ++ch) {
+        int64_t ch = 0;
+        for (; ch + 8 <= C; ch += 8) {
+          const v8f d = load8(row + ch) - load8(pm + ch);
+          store8(acc.data() + ch, load8(acc.data() + ch) + d * d);
+        }
+        for (; ch < C; ++ch) {
           const float d = to_f(row[ch]) - pm[ch];
           acc[ch] += d * d;
         }
@@ -193,7 +242,10 @@ void forward_kernel(const T* x, T* y, const Shape& s, const float* scale, const 
         const float a = scale[ch], b = shift[ch];
         const T* xp = x + p * HW;
         T* yp = y + p * HW;
-        for (int64_t i = 0; i < HW; ++i) yp[i] = static_cast<T>(act_forward<ACT>(to_f(xp[i]) * a + b));
+        const v8f av = splat(a), bv = splat(b);
+        int64_t i = 0;
+        for (; i + 8 <= HW; i += 8) store8(yp + i, act_forward_v<ACT>(load8(xp + i) * av + bv));
+        for (; i < HW; ++i) yp[i] = static_cast<T>(act_forward<ACT>(to_f(xp[i]) * a + b));
       }
     });
     return;
@@ -202,7 +254,10 @@ void forward_kernel(const T* x, T* y, const Shape& s, const float* scale, const 
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = x + r * C;
       T* yr = y + r * C;
-      for (int64_t ch = 0; ch < C; ++ch) yr[ch] = static_cast<T>(act_forward<ACT>(to_f(xr[ch]) * scale[ch] + shift[ch]));
+      int64_t ch = 0;
+      for (; ch + 8 <= C; ch += 8)
+        store8(yr + ch, act_forward_v<ACT>(load8(xr + ch) * load8(scale + ch) + load8(shift + ch)));
+      for (; ch < C; ++ch) yr[ch] = static_cast<T>(act_forward<ACT>(to_f(xr[ch]) * scale[ch] + shift[ch]));
     }
   });
 }
@@ -220,25 +275,21 @@ void backward_reduce_kernel(const T* g, const T* x, const Shape& s, const float*
         for (int64_t n = 0; n < N; ++n) {
           const T* gp = g + (n * C + ch) * HW;
           const T* xp = x + (n * C + ch) * HW;
-          float acc_d[kLanes] = {}, acc_x[kLanes] = {};
+          const v8f av = splat(a), bv = splat(b), mv = splat(m);
+          v8f acc_d = splat(0.f), acc_x = splat(0.f);
           int64_t i = 0;
-          for (; i + kLanes <= HW; i += kLanes)
-            for (int j = 0; j < kLanes; ++j) {
-              const float xv = to_f(xp[i + j]);
-              const float dz = act_backward<ACT>(to_f(gp[i + j]), xv * a + b);
-              acc_d[j] += dz;
-              acc_x[j] += dz * (xv - m);
-            }
+          for (; i + 8 <= HW; i += 8) {
+            const v8f xv = load8(xp + i);
+            const v8f dz = act_backward_v<ACT>(load8(gp + i), xv * av + bv);
+            acc_d += dz;
+            acc_x += dz * (xv - mv);
+          }
+          float pd = hsum(acc_d), px = hsum(acc_x);
           for (; i < HW; ++i) {
             const float xv = to_f(xp[i]);
             const float dz = act_backward<ACT>(to_f(gp[i]), xv * a + b);
-            acc_d[0] += dz;
-            acc_x[0] += dz * (xv - m);
-          }
-          float pd = 0.f, px = 0.f;
-          for (int j = 0; j < kLanes; ++j) {
-            pd += acc_d[j];
-            px += acc_x[j];
+            pd += dz;
+            px += dz * (xv - m);
           }
           sd += pd;
           sdx += px;
@@ -261,7 +312,14 @@ void backward_reduce_kernel(const T* g, const T* x, const Shape& s, const float*
       for (int64_t r = r0; r < r1; ++r) {
         const T* gr = g + r * C;
         const T* xr = x + r * C;
-        for (int64_t ch = 0; ch < C; ++ch) {
+        int64_t ch = 0;
+        for (; ch + 8 <= C; ch += 8) {
+          const v8f xv = load8(xr + ch);
+          const v8f dz = act_backward_v<ACT>(load8(gr + ch), xv * load8(scale + ch) + load8(shift + ch));
+          store8(pd + ch, load8(pd + ch) + dz);
+          store8(px + ch, load8(px + ch) + dz * (xv - load8(mean + ch)));
+        }
+        for (; ch < C; ++ch) {
           const float xv = to_f(xr[ch]);
           const float dz = act_backward<ACT>(to_f(gr[ch]), xv * scale[ch] + shift[ch]);
           pd[ch] += dz;
@@ -304,7 +362,16 @@ void backward_input_kernel(const T* g, const T* x, T* gx, const Shape& s, const 
         const T* gp = g + p * HW;
         const T* xp = x + p * HW;
         T* op = gx + p * HW;
-        for (int64_t i = 0; i < HW; ++i) {
+        const v8f scv = splat(sc), shv = splat(sh), mv = splat(m), avv = splat(av), bvv = splat(bv),
+                  dvv = splat(dv);
+        int64_t i = 0;
+        for (; i + 8 <= HW; i += 8) {
+          const v8f xv = load8(xp + i);
+          const v8f dz = act_backward_v<ACT>(load8(gp + i), xv * scv + shv);
+          if constexpr (TRAIN) store8(op + i, avv * dz - bvv * (xv - mv) - dvv);
+          else store8(op + i, avv * dz);
+        }
+        for (; i < HW; ++i) {
           const float xv = to_f(xp[i]);
           const float dz = act_backward<ACT>(to_f(gp[i]), xv * sc + sh);
           float r;
@@ -321,7 +388,16 @@ void backward_input_kernel(const T* g, const T* x, T* gx, const Shape& s, const 
       const T* gr = g + r * C;
       const T* xr = x + r * C;
       T* orow = gx + r * C;
-      for (int64_t ch = 0; ch < C; ++ch) orow[ch] = static_cast<T>(value(to_f(gr[ch]), to_f(xr[ch]), ch));
+      int64_t ch = 0;
+      for (; ch + 8 <= C; ch += 8) {
+        const v8f xv = load8(xr + ch);
+        const v8f dz = act_backward_v<ACT>(load8(gr + ch), xv * load8(scale + ch) + load8(shift + ch));
+        if constexpr (TRAIN)
+          store8(orow + ch, load8(a + ch) * dz - load8(b + ch) * (xv - load8(mean + ch)) - load8(d + ch));
+        else
+          store8(orow + ch, load8(scale + ch) * dz);
+      }
+      for (; ch < C; ++ch) orow[ch] = static_cast<T>(value(to_f(gr[ch]), to_f(xr[ch]), ch));
     }
   });
 }

@@ -123,7 +123,7 @@ def bn_act_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, runnin
         mean, var = kernels.stats(x)
     else:
         mean, var = running_mean[:c].float().clone(), running_var[:c].float().clone()
-    invstd = torch.rsqrt(var + eps)
+    invstd = torch.sqrt(var + eps).reciprocal()  # 1 / sqrt rounded as ATen's batch_norm does it
     _, scale, shift = _scale_shift(weight, bias, mean, invstd, c)
     return kernels.forward(x, scale, shift, act), mean, invstd, var
 
@@ -232,6 +232,11 @@ def elastic_batch_norm_act(
     Returns act(BN(x)) in x's dtype and memory format. Gradients flow to x, weight and bias (zero beyond c).
     """
     activation = _check_inputs(x, weight, bias, running_mean, running_var, training, momentum, eps, activation)
+    if x.device.type == "cpu" and _backend.requested(backend) == "auto":
+        # This op's auto rule on CPU: the torch composition. Measured at the demo's BN shapes, the cpp kernels
+        # are slower than eager forward+backward (0.78x, bench/results/bn-act-cpu-*.json), so auto does not pick
+        # them until they win; an explicit "cpp" (or DEPS_FAST_BACKEND=cpp) still runs them.
+        backend = "torch"
     name = _backend.resolve(backend, x.device, _input_reason(x))
     if name == "torch":
         return reference.elastic_batch_norm_act(x, weight, bias, running_mean, running_var, training=training,
