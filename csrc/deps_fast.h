@@ -126,6 +126,25 @@ inline void check_dw_backward_weight(const char* fn, const at::Tensor& grad_out,
               " stride=", stride, ", got ", grad_out.sizes());
 }
 
+// ---- fused elastic BatchNorm + activation ------------------------------------------------------------------
+// x, grad_y: [N, c, H, W] float32 / bfloat16 / float16, NCHW or channels_last (other strides are made NCHW);
+// grad_y is read in x's layout. scale, shift, mean, invstd, weight_c, sum_dz, sum_dz_xmu: float32 [c] contiguous.
+// act: 0 none, 1 relu, 2 relu6, 3 hswish. Outputs keep x's dtype and memory format; accumulation is float32
+// within cache-sized chunks and float64 across them. z = x * scale + shift, dz = grad_y * act'(z).
+// (mean, biased variance) per channel over N, H, W.
+std::tuple<at::Tensor, at::Tensor> bn_act_stats_cpu(const at::Tensor& x);
+// act(x * scale + shift)
+at::Tensor bn_act_forward_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift, int64_t act);
+// (sum dz, sum dz * (x - mean)) per channel
+std::tuple<at::Tensor, at::Tensor> bn_act_backward_reduce_cpu(const at::Tensor& grad_y, const at::Tensor& x,
+                                                              const at::Tensor& scale, const at::Tensor& shift,
+                                                              const at::Tensor& mean, int64_t act);
+// training: weight_c * invstd * (dz - sum_dz / count - (x - mean) * invstd^2 * sum_dz_xmu / count); eval: dz * scale
+at::Tensor bn_act_backward_input_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& scale,
+                                     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& invstd,
+                                     const at::Tensor& weight_c, const at::Tensor& sum_dz,
+                                     const at::Tensor& sum_dz_xmu, int64_t count, int64_t act, bool training);
+
 // ---- fused distillation loss --------------------------------------------------------------------------------
 // student, teacher: [B, V] logits, one floating dtype; target: int64 [B] (range checked by the Python layer).
 // Returns (per-row loss [B] float32, d loss / d student [B, V] in student's dtype, times grad_scale):
