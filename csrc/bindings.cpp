@@ -14,10 +14,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dwconv_backward_input_cpu", &deps_fast::dwconv_backward_input_cpu, "grad input (CPU)");
   m.def("dwconv_backward_weight_cpu", &deps_fast::dwconv_backward_weight_cpu, "grad weight window (CPU)");
   m.def("distill_forward_cpu", &deps_fast::distill_forward_cpu, "fused distillation loss and gradient (CPU)");
+  m.def("bn_act_stats_cpu", &deps_fast::bn_act_stats_cpu, "BN batch mean and biased variance (CPU)");
+  m.def("bn_act_forward_cpu", &deps_fast::bn_act_forward_cpu, "act(x * scale + shift) (CPU)");
+  m.def("bn_act_backward_reduce_cpu", &deps_fast::bn_act_backward_reduce_cpu, "BN+act backward sums (CPU)");
+  m.def("bn_act_backward_input_cpu", &deps_fast::bn_act_backward_input_cpu, "BN+act grad input (CPU)");
 #ifdef DEPS_FAST_WITH_CUDA
   m.def("distill_forward_cuda", &deps_fast::distill_forward_cuda, "fused distillation loss and gradient (CUDA)");
   m.def("dwconv_forward_cuda", &deps_fast::dwconv_forward_cuda, "elastic depthwise conv forward (CUDA)");
   m.def("dwconv_backward_input_cuda", &deps_fast::dwconv_backward_input_cuda, "grad input (CUDA)");
   m.def("dwconv_backward_weight_cuda", &deps_fast::dwconv_backward_weight_cuda, "grad weight window (CUDA)");
+  m.def("bn_act_stats_cuda", &deps_fast::bn_act_stats_cuda, "BatchNorm statistics: mean, biased var (CUDA)");
+  m.def("bn_act_forward_cuda", &deps_fast::bn_act_forward_cuda, "fused BatchNorm + activation forward (CUDA)");
+  m.def("bn_act_backward_reduce_cuda", &deps_fast::bn_act_backward_reduce_cuda,
+        "fused BatchNorm + activation backward reductions (CUDA)");
+  m.def("bn_act_backward_input_cuda", &deps_fast::bn_act_backward_input_cuda,
+        "fused BatchNorm + activation grad input (CUDA)");
 #endif
 }

@@ -126,6 +126,25 @@ inline void check_dw_backward_weight(const char* fn, const at::Tensor& grad_out,
               " stride=", stride, ", got ", grad_out.sizes());
 }
 
+// ---- fused elastic BatchNorm + activation ------------------------------------------------------------------
+// x, grad_y: [N, c, H, W] float32 / bfloat16 / float16, NCHW or channels_last (other strides are made NCHW);
+// grad_y is read in x's layout. scale, shift, mean, invstd, weight_c, sum_dz, sum_dz_xmu: float32 [c] contiguous.
+// act: 0 none, 1 relu, 2 relu6, 3 hswish. Outputs keep x's dtype and memory format; accumulation is float32
+// within cache-sized chunks and float64 across them. z = x * scale + shift, dz = grad_y * act'(z).
+// (mean, biased variance) per channel over N, H, W.
+std::tuple<at::Tensor, at::Tensor> bn_act_stats_cpu(const at::Tensor& x);
+// act(x * scale + shift)
+at::Tensor bn_act_forward_cpu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift, int64_t act);
+// (sum dz, sum dz * (x - mean)) per channel
+std::tuple<at::Tensor, at::Tensor> bn_act_backward_reduce_cpu(const at::Tensor& grad_y, const at::Tensor& x,
+                                                              const at::Tensor& scale, const at::Tensor& shift,
+                                                              const at::Tensor& mean, int64_t act);
+// training: weight_c * invstd * (dz - sum_dz / count - (x - mean) * invstd^2 * sum_dz_xmu / count); eval: dz * scale
+at::Tensor bn_act_backward_input_cpu(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& scale,
+                                     const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& invstd,
+                                     const at::Tensor& weight_c, const at::Tensor& sum_dz,
+                                     const at::Tensor& sum_dz_xmu, int64_t count, int64_t act, bool training);
+
 // ---- fused distillation loss --------------------------------------------------------------------------------
 // student, teacher: [B, V] logits, one floating dtype; target: int64 [B] (range checked by the Python layer).
 // Returns (per-row loss [B] float32, d loss / d student [B, V] in student's dtype, times grad_scale):
@@ -162,5 +181,31 @@ inline void check_distill_args(const at::Tensor& student, const c10::optional<at
     TORCH_CHECK(target->device() == student.device(), "target must be on ", student.device());
   }
 }
+
+// ---- fused elastic BatchNorm + activation (CUDA kernels: bn_act_cuda.cu; Triton twin: kernels/bn_act.py) --------
+// x, grad_y: [N, c, H, W] float32 / bfloat16 / float16, NCHW-contiguous or channels_last (other strides are made
+// NCHW-contiguous; a grad_y in another layout than x is copied into x's). scale, shift, mean, invstd, weight_c,
+// sum_dz, sum_dz_xmu: contiguous float32 [c] on x's device. act: 0 none, 1 relu, 2 relu6, 3 hswish (torch's
+// backward at the kinks). z = x * scale + shift, dz = grad_y * act'(z). All math and accumulation float32;
+// outputs in x's dtype and memory format. Reductions are deterministic (fixed chunks merged in a fixed order).
+#ifdef DEPS_FAST_WITH_CUDA
+// (mean, biased variance) float32 [c] over N, H, W; Chan-merged (count, mean, M2) partials, numerically stable.
+std::tuple<at::Tensor, at::Tensor> bn_act_stats_cuda(const at::Tensor& x);
+// y = act(x * scale + shift)
+at::Tensor bn_act_forward_cuda(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift, int64_t act);
+// (sum dz, sum dz * (x - mean)) float32 [c] over N, H, W
+std::tuple<at::Tensor, at::Tensor> bn_act_backward_reduce_cuda(const at::Tensor& grad_y, const at::Tensor& x,
+                                                               const at::Tensor& scale, const at::Tensor& shift,
+                                                               const at::Tensor& mean, int64_t act);
+// training: weight_c * invstd * (dz - sum_dz / count - (x - mean) * invstd^2 * sum_dz_xmu / count);
+// eval: dz * scale (mean, invstd, weight_c, sum_dz, sum_dz_xmu unused and may be None)
+at::Tensor bn_act_backward_input_cuda(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& scale,
+                                      const at::Tensor& shift, const c10::optional<at::Tensor>& mean,
+                                      const c10::optional<at::Tensor>& invstd,
+                                      const c10::optional<at::Tensor>& weight_c,
+                                      const c10::optional<at::Tensor>& sum_dz,
+                                      const c10::optional<at::Tensor>& sum_dz_xmu, double count, int64_t act,
+                                      bool training);
+#endif
 
 }  // namespace deps_fast

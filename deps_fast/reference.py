@@ -89,3 +89,43 @@ def distillation_loss(
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+# The activations that follow a BatchNorm in the supernets (OFA's names; "h_swish" is the models' spelling).
+BN_ACTIVATIONS = ("none", "relu", "relu6", "hswish")
+
+
+def apply_activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    """x after the activation `name` (one of BN_ACTIVATIONS, or "h_swish")."""
+    if name == "relu":
+        return F.relu(x)
+    if name == "relu6":
+        return F.relu6(x)
+    if name in ("hswish", "h_swish"):
+        return F.hardswish(x)
+    return x
+
+
+def elastic_batch_norm_act(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    activation: str = "none",
+) -> torch.Tensor:
+    """OFA's DynamicBatchNorm2d followed by its activation: BatchNorm of x [N, c, H, W] with the prefixes [:c]
+    of the shared weight, bias and running statistics (length C_max >= c), then the activation.
+
+    Training normalises with the batch statistics and updates the running prefixes in place exactly as
+    nn.BatchNorm2d does (running = (1 - momentum) * running + momentum * batch, the batch variance unbiased);
+    eval uses the running statistics. Computed in float32 (float64 for float64 inputs), returned in x's dtype.
+    """
+    c = x.shape[1]
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    y = F.batch_norm(x.to(compute), running_mean[:c], running_var[:c], weight[:c], bias[:c], training, momentum, eps)
+    return apply_activation(y, activation).to(x.dtype)

@@ -1,8 +1,11 @@
 """Training never loses work, and a user's mistake never ends in a traceback (issue 13): each case is a fault
 or a bad input that was crashed, silent or lost work before, tried as a user would (the CLI, real files, real
 signals and processes where it matters)."""
+import copy
+import dataclasses
 import errno
 import json
+import math
 import os
 import pickle
 import signal
@@ -18,12 +21,14 @@ import torch
 
 import deps_fast
 from deps_fast.models import SubnetConfig, build_supernet, load_ofa_state_dict, to_ofa_state_dict
+from deps_fast.schedules import deps
 from deps_fast.train import main
 from deps_fast.trainer import checkpoint as ckpt
 from deps_fast.trainer import datasets, rundir
 from deps_fast.trainer import step as step_module
 from deps_fast.trainer.loop import DivergedError, Trainer
 from deps_fast.trainer.options import parse_options
+from deps_fast.trainer.step import train_step
 
 TINY = ["--width-mult", "0.25", "--batch-size", "64", "--calib-images", "64", "--calib-batch", "64",
         "--eval-every", "0", "--log-every", "100"]
@@ -100,6 +105,45 @@ def test_divergence_aborts_clearly_keeps_a_good_checkpoint_and_resumes_with_a_lo
     assert "10000 -> 0.05 at step" in report["run"]["lr_changes"]
 
 
+def test_a_loss_spike_skips_the_update_and_restores_bn_statistics():
+    torch.manual_seed(0)
+    net = build_supernet("mbv3-cifar", 10, width_mult=0.25, kernel_sizes=(3, 5, 7), dropout=0.0, in_channels=1)
+    plan = deps(10, lr=0.1, steps_per_epoch=4, eps_epochs=2).plan(0)  # full-model warm-up: one loss, "max"
+    x, y = torch.randn(8, 1, 12, 12), torch.randint(10, (8,))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    before = copy.deepcopy(net.state_dict())
+    result = train_step(net, optimizer, plan, [(x, y)], seed=0, label_smoothing=0.0, max_loss={"max": 1e-3})
+    assert not result.finite and set(result.losses) == {"max"} and result.losses["max"] > 1e-3
+    for name, value in net.state_dict().items():  # weights, BN running statistics and counters untouched
+        assert torch.equal(value, before[name]), name
+    assert not optimizer.state  # no momentum buffer was created by the skipped step
+    result = train_step(net, optimizer, plan, [(x, y)], seed=0, label_smoothing=0.0, max_loss={"max": 1e3})
+    moved = [n for n, v in net.state_dict().items() if not torch.equal(v, before[n])]
+    assert result.finite and any("running_mean" in n for n in moved) and any("weight" in n for n in moved)
+
+
+def test_a_finite_blow_up_from_the_start_stops_without_saving_and_says_start_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one warning per skipped step
+        status, err = run_cli(capsys, *TINY, "--out", str(out), "--epochs", "0.3", "--lr", "30",
+                              "--ckpt-every", "2")
+    assert status == 2 and "skipped steps in a row" in err and "--overwrite --lr 3" in err and "None" not in err
+    assert not ckpt.list_checkpoints(out / "checkpoints")  # the only steps applied made the weights blow up
+
+
+def test_spike_threshold_is_per_loss_name_with_a_floor(tmp_path):
+    trainer = Trainer(parse_options(TINY + ["--out", str(tmp_path / "run"), "--epochs", "0.1"]))
+    try:
+        trainer.accepted_losses = {"max": [0.1, 0.3, 0.2], "min": [1.0, 3.0, 2.0], "rand0": []}
+        floor = 2 * math.log(10)  # twice a uniform guess's cross-entropy on 10 classes
+        assert trainer._spike_threshold() == pytest.approx({"max": floor, "min": 10 * 2.0})
+        trainer.options = dataclasses.replace(trainer.options, spike_factor=0.0)
+        assert trainer._spike_threshold() == {}
+    finally:
+        trainer.close()
+
+
 def test_non_finite_weights_are_never_evaluated(tmp_path):
     trainer = Trainer(parse_options(TINY + ["--out", str(tmp_path / "run"), "--epochs", "0.1"]))
     try:
@@ -170,6 +214,8 @@ def test_damaged_cifar_files_are_named(tmp_path, capsys, broken):
     (["--width-mult", "inf"], "width"), (["--width-mult", "nan"], "width"), (["--eval-every", "-1"], "eval_every"),
     (["--weight-decay", "inf"], "weight_decay"), (["--workers", "-1"], "workers"),
     (["--out", "/proc/deps_fast_nowhere"], "cannot be written"), (["--out", "/etc/passwd/x"], "cannot be written"),
+    (["--device", "meta"], "cannot train"), (["--seed", str(2 ** 64)], "seed"), (["--sort-stage", "99"], "sort_stage"),
+    (["--resume", "--overwrite"], "not both"), (["--spike-factor", "-1"], "spike_factor"),
 ])
 def test_bad_flags_exit_2_naming_the_option(tmp_path, capsys, argv, needle):
     status, err = run_cli(capsys, *argv)
@@ -187,6 +233,15 @@ def test_config_file_values_get_the_checks_flags_get(tmp_path, capsys, line, nee
     cfg.write_text(line + "\n")
     status, err = run_cli(capsys, "--config", str(cfg), "--plan")  # --plan: a value that passed would not train
     assert status == 2 and needle in err and "Traceback" not in err
+
+
+def test_config_that_is_a_folder_or_not_text_is_named(tmp_path, capsys):
+    status, err = run_cli(capsys, "--config", str(tmp_path), "--plan")
+    assert status == 2 and "is a directory" in err and "Traceback" not in err
+    binary = tmp_path / "run.yaml"
+    binary.write_bytes(b"lr: 0.1\n\xff\xfe\x00")
+    status, err = run_cli(capsys, "--config", str(binary), "--plan")
+    assert status == 2 and "UTF-8" in err and "Traceback" not in err
 
 
 def test_preset_inside_a_config_file_applies(tmp_path):

@@ -139,12 +139,12 @@ def test_non_finite_losses_skip_the_update_then_abort(tmp_path):
 
     trainer.batch = poisoned
     before = copy.deepcopy(trainer.model.state_dict())
-    with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match="3 non-finite losses"):
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match="3 skipped steps in a row"):
         warnings.simplefilter("always")
         trainer.run()
-    assert sum("non-finite loss" in str(w.message) for w in caught) == 3
-    after = trainer.model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+    assert sum("non-finite or exploding loss" in str(w.message) for w in caught) == 3
+    after = trainer.model.state_dict()  # BN running statistics and counters included: restored on every skip
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deps_fast.models.config import make_divisible
-from deps_fast.ops import elastic_depthwise_conv2d
+from deps_fast.ops import elastic_batch_norm_act, elastic_depthwise_conv2d
 
 ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "h_swish": F.hardswish, "none": None}
 
@@ -38,16 +38,29 @@ class ElasticPointwise(nn.Module):
 
 
 class ElasticBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm over the first c channels: weight, bias and running statistics are prefix views, so training
-    updates the shared running statistics in place (OFA's DynamicBatchNorm2d)."""
+    """BatchNorm over the first c channels, fused with the activation after it (the elastic_batch_norm_act op):
+    weight, bias and running statistics are prefix views, so training updates the shared running statistics in
+    place (OFA's DynamicBatchNorm2d). Still an nn.BatchNorm2d with its parameters and buffers, so checkpoints,
+    OFA import, extraction and BN recalibration (forward pre-hooks, momentum 0) see a plain BatchNorm."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        if c == self.num_features:
-            return super().forward(x)
-        factor = 0.0 if self.momentum is None else self.momentum
-        return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], self.weight[:c], self.bias[:c],
-                            self.training or not self.track_running_stats, factor, self.eps)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = "auto"  # of the fused op; Supernet.set_backend sets it with the depthwise convs'
+
+    def forward(self, x: torch.Tensor, activation: str = "none") -> torch.Tensor:
+        if not (self.affine and self.track_running_stats):  # not a supernet BN: nn.BatchNorm2d, full width only
+            if x.shape[1] != self.num_features:
+                raise ValueError(f"ElasticBatchNorm2d(affine={self.affine}, track_running_stats="
+                                 f"{self.track_running_stats}) runs only at its full width {self.num_features}, "
+                                 f"got x with {x.shape[1]} channels")
+            return activate(super().forward(x), activation)
+        factor = 0.0
+        if self.training:  # nn.BatchNorm2d's bookkeeping, for every width (OFA's bn_forward does the same)
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        return elastic_batch_norm_act(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                      training=self.training, momentum=factor, eps=self.eps, activation=activation,
+                                      backend=getattr(self, "backend", "auto"))
 
 
 class ElasticDepthwise(nn.Module):
@@ -124,8 +137,8 @@ class ElasticMBConv(nn.Module):
     def forward(self, x: torch.Tensor, kernel_size: int, expand_ratio: int) -> torch.Tensor:
         h = x
         if self.has_expand:
-            h = activate(self.expand_bn(self.expand(h, self.middle_channels(expand_ratio))), self.act)
-        h = activate(self.dw_bn(self.depthwise(h, kernel_size)), self.act)
+            h = self.expand_bn(self.expand(h, self.middle_channels(expand_ratio)), self.act)
+        h = self.dw_bn(self.depthwise(h, kernel_size), self.act)
         if self.se is not None:
             h = self.se(h)
         h = self.project_bn(self.project(h))
@@ -138,13 +151,13 @@ class ConvBNAct(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int, act: str, bn: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_ch) if bn else None
+        self.bn = ElasticBatchNorm2d(out_ch) if bn else None  # full width always; elastic for the fused op
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.bn is not None:
-            x = self.bn(x)
+            return self.bn(x, self.act)
         return activate(x, self.act)
 
 

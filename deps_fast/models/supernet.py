@@ -13,8 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deps_fast import _validate
+from deps_fast.ops.bn_act import missing_kernels
 from deps_fast.models.config import SubnetConfig, make_divisible
-from deps_fast.models.layers import ConvBNAct, ElasticDepthwise, ElasticMBConv, he_fout_init, se_width
+from deps_fast.models.layers import (ConvBNAct, ElasticBatchNorm2d, ElasticDepthwise, ElasticMBConv, he_fout_init,
+                                     se_width)
 
 
 @dataclass(frozen=True)
@@ -116,10 +118,15 @@ class Supernet(nn.Module):
 
     # ---- backend ------------------------------------------------------------------------------------------
     def set_backend(self, backend: str) -> "Supernet":
-        """Backend of every elastic depthwise conv ("auto", "cuda", "triton", "cpp", "torch")."""
+        """Backend of every elastic depthwise conv and fused BatchNorm + activation ("auto", "cuda", "triton",
+        "cpp", "torch"). The BatchNorms take "auto" instead where this build of the backend lacks their kernels
+        (an extension or Triton module older than the op)."""
+        bn_backend = backend if missing_kernels(backend) is None else "auto"
         for m in self.modules():
             if isinstance(m, ElasticDepthwise):
                 m.backend = backend
+            elif isinstance(m, ElasticBatchNorm2d):
+                m.backend = bn_backend
         return self
 
     # ---- configs ------------------------------------------------------------------------------------------

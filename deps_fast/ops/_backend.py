@@ -32,27 +32,60 @@ class BackendUnavailable(RuntimeError):
     """A requested backend cannot run the given inputs; the message says why."""
 
 
-_TRITON_STATE: list = []  # [(modules, error)] once probed; a plain list, not lru_cache, so torch.compile traces it
+_TRITON_STATE: list = []  # [{name: (module, error)}] once probed; a plain list, not lru_cache, so torch.compile traces it
+# The kernel modules every op needs ("triton" is unavailable without them) and those only one op needs (their
+# absence makes the triton backend unavailable for that op alone: see op_kernels_reason).
 _TRITON_MODULES = ("depthwise", "distill")
+_TRITON_OP_MODULES = ("bn_act",)
 
 
 def triton_kernels():
-    """{name: module} of the Triton kernel modules, imported on first use; None when they cannot be imported."""
-    return _probe_triton()[0]
+    """{name: module} of the Triton kernel modules that import, on first use; None when a core one cannot."""
+    state = _probe_triton()
+    if any(state[name][0] is None for name in _TRITON_MODULES):
+        return None
+    return {name: module for name, (module, _) in state.items() if module is not None}
 
 
-def _triton_import_error() -> Optional[str]:
-    return _probe_triton()[1]
+def _triton_import_error(name: Optional[str] = None) -> Optional[str]:
+    """Why the core Triton modules (or the module `name`) cannot be imported; None if they can."""
+    state = _probe_triton()
+    for module in (name,) if name else _TRITON_MODULES:
+        error = state[module][1]
+        if error:
+            return error
+    return None
 
 
-def _probe_triton() -> tuple:
+def _probe_triton() -> dict:
     if not _TRITON_STATE:
-        try:
-            modules = {name: importlib.import_module(f"deps_fast.kernels.{name}") for name in _TRITON_MODULES}
-            _TRITON_STATE.append((modules, None))
-        except Exception as exc:  # noqa: BLE001 - no triton, a broken install or an old triton: say which
-            _TRITON_STATE.append((None, f"the Triton kernels cannot be imported ({type(exc).__name__}: {exc})"))
+        state = {}
+        for name in _TRITON_MODULES + _TRITON_OP_MODULES:  # one by one: a missing op module spares the others
+            try:
+                state[name] = (importlib.import_module(f"deps_fast.kernels.{name}"), None)
+            except Exception as exc:  # noqa: BLE001 - no triton, a broken install or an old triton: say which
+                state[name] = (None, f"the Triton kernels cannot be imported (deps_fast.kernels.{name}: "
+                                     f"{type(exc).__name__}: {exc})")
+        _TRITON_STATE.append(state)
     return _TRITON_STATE[0]
+
+
+def op_kernels_reason(backend: str, triton_module: str, functions: tuple, ext_functions: tuple) -> Optional[str]:
+    """Why `backend` lacks the kernels of one op (None if it has them): the Triton module `triton_module` with
+    `functions`, or the compiled extension's `ext_functions` (names without the _cpu / _cuda suffix)."""
+    if backend == "triton":
+        error = _triton_import_error(triton_module)
+        if error:
+            return error
+        module = _probe_triton()[triton_module][0]
+        missing = [f for f in functions if not hasattr(module, f)]
+        return f"deps_fast.kernels.{triton_module} lacks {missing}" if missing else None
+    if backend in ("cpp", "cuda"):
+        ext = _ext.extension()
+        suffix = "_cpu" if backend == "cpp" else "_cuda"
+        missing = [f + suffix for f in ext_functions if ext is None or not hasattr(ext, f + suffix)]
+        return f"deps_fast._C was built without {missing} (rebuild the extension)" if missing else None
+    return None
 
 
 def device_reason(backend: str, device: torch.device) -> Optional[str]:

@@ -46,6 +46,8 @@ def pick_device(request: str, local_rank: int) -> torch.device:
         device = torch.device(request)
     except RuntimeError as exc:
         raise ValueError(f"device={request!r} is not a device; use auto, cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={request!r} cannot train; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={request!r} but this machine has no CUDA device; use cpu or auto")
@@ -73,6 +75,16 @@ def sync_step(params: Iterable[torch.nn.Parameter], world: World, flags: list[fl
         p.grad = (flat[offset:offset + n] / world.size).view_as(p.grad).to(p.grad.dtype)
         offset += n
     return flat[offset:].tolist()
+
+
+def all_agree(world: World, ok: bool) -> bool:
+    """True on every rank when `ok` is True on every rank (one all-reduce), so a setup refusal on one rank
+    stops all of them alike instead of leaving the others waiting in the next collective."""
+    if world.size == 1:
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0])
+    dist.all_reduce(flag)
+    return flag.item() == 0.0
 
 
 def barrier(world: World) -> None:

@@ -9,6 +9,7 @@ import copy
 import json
 import math
 import signal
+import statistics
 import sys
 import time
 import uuid
@@ -27,7 +28,7 @@ from deps_fast.trainer import checkpoint as ckpt
 from deps_fast.trainer import rundir
 from deps_fast.trainer.datasets import load_dataset
 from deps_fast.trainer.loaders import BadImage
-from deps_fast.trainer.distributed import World, barrier, init_world, shutdown, sync_step
+from deps_fast.trainer.distributed import World, all_agree, barrier, init_world, shutdown, sync_step
 from deps_fast.trainer.evaluate import evaluate_subnet, final_subnets
 from deps_fast.trainer.options import Options, build_schedule
 from deps_fast.trainer.progress import MetricsLog, Progress
@@ -114,11 +115,22 @@ class Trainer:
         self.backend = _backend.resolve(o.backend, self.device, lambda name: None)  # fails early and clearly
         self.amp_dtype = _amp_dtype(o.amp, self.device)
         self.out = rundir.resolve_folder(o.out, _default_out(o), o.resume)
-        self.lock = rundir.RunLock(self.out) if self.world.is_main else None  # one trainer per folder
+        lock_error = None
         try:
+            self.lock = rundir.RunLock(self.out) if self.world.is_main else None  # one trainer per folder
+        except ValueError as exc:
+            self.lock, lock_error = None, exc
+        if not all_agree(self.world, lock_error is None):
+            raise lock_error or ValueError(f"rank 0 could not lock the run folder {self.out} (its message says why)")
+        try:
+            refusal = None
             if self.world.is_main:
-                rundir.prepare(self.out, resume=o.resume, overwrite=o.overwrite)
-            barrier(self.world)
+                try:
+                    rundir.prepare(self.out, resume=o.resume, overwrite=o.overwrite)
+                except ValueError as exc:
+                    refusal = exc
+            if not all_agree(self.world, refusal is None):
+                raise refusal or ValueError(f"rank 0 refused the run folder {self.out} (its message says why)")
             self._build(o)
         except BaseException:
             self.close()  # a setup failure releases the folder at once
@@ -155,6 +167,8 @@ class Trainer:
                                                          seed=o.seed, device=self.device,
                                                          channels_last=self.channels_last)
         self.step, self.teacher, self.bad_steps, self.saved_step = 0, None, 0, None
+        self.skipped_steps = 0  # steps whose update was not applied (non-finite or a loss spike), all runs long
+        self.accepted_losses: dict = {}  # loss name -> its values at the last 20 applied steps (spike threshold)
         self.phase_wall: dict[str, float] = {}
         self.evals: list[dict] = []
         self.run_id = uuid.uuid4().bytes  # stamps this run's checkpoints (a resumed run takes its checkpoint's)
@@ -173,7 +187,9 @@ class Trainer:
                 "teacher": None if self.teacher is None else self.teacher.state_dict(),
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),
                 "rng": ckpt.capture_rng_state(), "phase_wall": dict(self.phase_wall), "evals": list(self.evals),
-                "bad_steps": self.bad_steps, "options": self.options.to_dict(), "schedule": self.schedule.to_dict(),
+                "bad_steps": self.bad_steps, "skipped_steps": self.skipped_steps,
+                "accepted_losses": dict(self.accepted_losses),
+                "options": self.options.to_dict(), "schedule": self.schedule.to_dict(),
                 "run_id": self.run_id.hex(), "lr_history": list(self.lr_history),
                 "skipped_images": self._skipped()}
 
@@ -188,6 +204,8 @@ class Trainer:
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.accepted_losses = dict(state.get("accepted_losses", {}))
         self.phase_wall, self.evals = dict(state["phase_wall"]), list(state["evals"])
         self.run_id = bytes.fromhex(state["run_id"]) if state.get("run_id") else self.run_id
         self.lr_history = list(state.get("lr_history", self.lr_history))
@@ -199,9 +217,11 @@ class Trainer:
         non-finite steps (the last good checkpoint must not be rotated out). A failed write (disk full) is
         reported with the path and the space and training goes on, retrying at the next interval; a failed
         `final` save raises SaveError."""
-        if self.bad_steps:
-            self.log(f"step {self.step}: no checkpoint during a streak of non-finite steps; the last good one "
-                     f"stays {self.good_checkpoint}")
+        if self.bad_steps and not final:
+            # skipped steps change nothing, but the last applied step may be the harmful one: keep the older
+            # checkpoints from being rotated out until the run is healthy again
+            self.log(f"step {self.step}: no checkpoint during a streak of skipped steps; the last good one "
+                     f"stays {self.good_checkpoint or 'none (nothing saved yet)'}")
             return
         if not _finite(self.model):
             raise DivergedError(self._diverged_message("the weights became non-finite"))
@@ -214,12 +234,15 @@ class Trainer:
                 self.save_failed = False
             except ckpt.SaveFailed as exc:
                 failure, self.save_failed, self.saved_step = exc, True, None
-                warnings.warn(f"{exc}; the previous checkpoint {self.good_checkpoint} is intact, training goes on "
-                              f"and saving is retried at the next interval", RuntimeWarning)
+                kept = f"the previous checkpoint {self.good_checkpoint} is intact" if self.good_checkpoint else \
+                    "no checkpoint of this run exists yet"
+                warnings.warn(f"{exc}; {kept}; training goes on and saving is retried at the next checkpoint",
+                              RuntimeWarning)
         barrier(self.world)
         if failure is not None and final:
-            raise SaveError(f"the trained weights could not be saved: {failure}. Free space and rerun the same "
-                            f"command with --resume (it continues from {self.good_checkpoint}).")
+            again = (f"rerun the same command with --resume (it continues from {self.good_checkpoint})"
+                     if self.good_checkpoint else "rerun the same command with --overwrite (nothing was saved)")
+            raise SaveError(f"the trained weights could not be saved: {failure}. Free space and {again}.")
 
     def resume(self) -> bool:
         """Load the newest good checkpoint of --out. Refuses (ValueError, exit 2) a folder without one, listing
@@ -331,7 +354,7 @@ class Trainer:
         result = train_step(self.model, self.optimizer, plan, micro, seed=o.seed, label_smoothing=o.label_smoothing,
                             amp_dtype=self.amp_dtype, scaler=self.scaler, teacher=self.teacher,
                             sync=lambda flags: sync_step(self.model.parameters(), self.world, flags),
-                            stop_requested=lambda: stop.signum is not None)
+                            stop_requested=lambda: stop.signum is not None, max_loss=self._spike_threshold())
         elapsed = time.perf_counter() - started
         name = plan.phase.name
         self.phase_wall[name] = self.phase_wall.get(name, 0.0) + elapsed
@@ -348,7 +371,7 @@ class Trainer:
         stop_now = result.stop or (self.world.size == 1 and stop.signum is not None)
         if self.step % self.steps_per_epoch == 0:
             self.end_of_epoch(self.step // self.steps_per_epoch)
-        elif (o.ckpt_every and self.step % o.ckpt_every == 0) or (self.save_failed and not stop_now):
+        elif o.ckpt_every and self.step % o.ckpt_every == 0:
             self.save()
         if stop_now or (o.stop_after_steps is not None and self.step >= o.stop_after_steps):
             if self.saved_step != self.step:
@@ -359,25 +382,45 @@ class Trainer:
             return False
         return True
 
+    def _spike_threshold(self) -> dict:
+        """{loss name: the value above which that loss counts as a blow-up}: --spike-factor times the median of
+        the name's last 20 applied values, and at least 2 ln(classes) (twice a uniform guess's cross-entropy), so
+        ordinary noise late in training never trips it. Per name, because a subnet's loss is rightly far above
+        the max net's when shrinking starts; a name without history (a new phase's subnets) has no limit."""
+        factor, floor = self.options.spike_factor, 2 * math.log(self.data.num_classes)
+        if not factor:
+            return {}
+        return {name: max(factor * statistics.median(values), floor)
+                for name, values in self.accepted_losses.items() if values}
+
     def _guard(self, result, plan) -> None:
         if result.finite:
             self.bad_steps = 0
+            for name, value in result.losses.items():
+                self.accepted_losses[name] = (self.accepted_losses.get(name, []) + [value])[-20:]
             return
         self.bad_steps += 1
-        warnings.warn(f"step {plan.step}: non-finite loss or gradient (losses {result.losses}, gradient norm "
-                      f"{result.grad_norm:.3g}); update skipped ({self.bad_steps} in a row, limit "
-                      f"{self.options.max_bad_steps})", RuntimeWarning)
+        self.skipped_steps += 1
+        warnings.warn(f"step {plan.step}: non-finite or exploding loss or gradient (losses {result.losses}, "
+                      f"gradient norm {result.grad_norm:.3g}, spike thresholds {self._spike_threshold()}); update "
+                      f"skipped ({self.bad_steps} in a row, limit {self.options.max_bad_steps})", RuntimeWarning)
         if self.bad_steps >= self.options.max_bad_steps:
             raise DivergedError(self._diverged_message(
-                f"{self.bad_steps} non-finite losses or gradients in a row, the last at step {plan.step} (phase "
+                f"{self.bad_steps} skipped steps in a row (non-finite or exploding loss or gradient; the warnings "
+                f"above give the values), the last at step {plan.step} (phase "
                 f"{plan.phase.name}, lr {plan.lr:.4g}); none of those updates was applied"))
 
     def _diverged_message(self, what: str) -> str:
         lower = self.options.lr / 10
-        return (f"training diverged: {what}. The last good checkpoint is {self.good_checkpoint or 'none yet'} "
-                f"(non-finite weights are never saved or evaluated). Continue it with a lower learning rate: the "
-                f"same command with --resume --lr {lower:.3g} (a changed --lr is allowed on --resume and recorded "
-                f"in config.json and the report); or raise --max-bad-steps if isolated bad batches are expected.")
+        if self.good_checkpoint is None:
+            return (f"training diverged: {what}. No checkpoint of this run was saved yet (non-finite weights are "
+                    f"never saved or evaluated): start again with a lower learning rate, the same command with "
+                    f"--overwrite --lr {lower:.3g}; or raise --max-bad-steps / --spike-factor if isolated bad "
+                    f"batches are expected.")
+        return (f"training diverged: {what}. The last good checkpoint is {self.good_checkpoint} (non-finite "
+                f"weights are never saved or evaluated). Continue it with a lower learning rate: the same command "
+                f"with --resume --lr {lower:.3g} (a changed --lr is allowed on --resume and recorded in config.json "
+                f"and the report); or raise --max-bad-steps / --spike-factor if isolated bad batches are expected.")
 
     def end_of_epoch(self, epoch: int) -> None:
         o = self.options
@@ -421,6 +464,7 @@ class Trainer:
                       deps_fast=deps_fast.__version__, torch=torch.__version__, command=self.command,
                       finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), eval_s=eval_s,
                       lr=o.lr, lr_changes=_lr_changes(self.lr_history), skipped_images=len(self._skipped()),
+                      skipped_steps=self.skipped_steps,
                       full_epochs=o.resolved_full_epochs(), augment=o.augment,
                       training_resolution=o.resolution_policy(), sort_stages=_sort_stages(sched))
         walls = []

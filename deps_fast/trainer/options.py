@@ -89,7 +89,8 @@ class Options:
     calib_images: int = 2000
     calib_batch: int = 200
     eval_batch: int = 500
-    max_bad_steps: int = 5                 # abort after this many non-finite losses in a row
+    max_bad_steps: int = 5                 # abort after this many skipped (non-finite / exploding) steps in a row
+    spike_factor: float = 10.0             # a loss above this x the recent median is a blow-up (0: off)
     log_every: int = 10
     compare: tuple = ()
     workers: Optional[int] = None          # ImageFolder loader workers
@@ -263,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--calib-images", type=_positive(int), help="BN recalibration images per subnet")
     a("--calib-batch", type=_positive(int), help="BN recalibration batch size")
     a("--eval-batch", type=_positive(int), help="evaluation batch size")
-    a("--max-bad-steps", type=_positive(int), help="abort after this many non-finite losses in a row")
+    a("--max-bad-steps", type=_positive(int), help="abort after this many skipped steps in a row (a non-finite "
+                                                   "or exploding loss or gradient skips a step's update)")
+    a("--spike-factor", type=float, help="a loss above this times the median of recent steps (and above twice a "
+                                         "uniform guess's) skips the update as a blow-up; 0 turns it off")
     a("--log-every", type=_positive(int), help="steps between log lines / metrics when not on a terminal")
     a("--compare", nargs="+", metavar="REPORT", help="other runs' report.json to overlay in pareto.png")
     a("--workers", type=int, help="data loader workers (ImageFolder only)")
@@ -273,9 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_config_file(path: str) -> dict:
     file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"--config {path!r} is a directory, not a YAML or JSON file")
     if not file.is_file():
         raise ValueError(f"--config {path!r}: no such file")
-    text = file.read_text()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config {path!r} cannot be read as UTF-8 text: {exc}") from None
     try:
         if file.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -365,7 +374,7 @@ _CHECKS = {
     "amp": lambda n, v: _validate.one_of(n, v, AMP),
     "backend": lambda n, v: _validate.one_of(n, v, BACKENDS),
     "device": _string,
-    "seed": lambda n, v: _validate.integer(n, v, minimum=0),
+    "seed": lambda n, v: _validate.integer(n, v, minimum=0, maximum=2 ** 63 - 1),
     "out": _optional(_string),
     "resume": _validate.boolean,
     "overwrite": _validate.boolean,
@@ -377,6 +386,7 @@ _CHECKS = {
     "calib_batch": _validate.positive_int,
     "eval_batch": _validate.positive_int,
     "max_bad_steps": _validate.positive_int,
+    "spike_factor": _validate.non_negative,
     "log_every": _validate.positive_int,
     "compare": lambda n, v: _strings(n, v),
     "workers": _optional(lambda n, v: _validate.integer(n, v, minimum=0)),
@@ -393,6 +403,11 @@ def validate(o: Options) -> Options:
         check(name, getattr(o, name))
     if o.batch_size % o.accum_steps:
         raise ValueError(f"batch_size={o.batch_size} must be a multiple of accum_steps={o.accum_steps}")
+    if o.sort_stage is not None and o.sort_stage > len(o.expand_ratios) - 1:
+        raise ValueError(f"sort_stage={o.sort_stage} must be at most {len(o.expand_ratios) - 1} (one less than the "
+                         f"number of expand ratios {tuple(o.expand_ratios)})")
+    if o.resume and o.overwrite:
+        raise ValueError("give --resume (continue the run in --out) or --overwrite (replace it), not both")
     if o.epochs is not None and o.budget_scale is not None:
         raise ValueError(f"give --epochs or --budget-scale, not both (got epochs={o.epochs}, "
                          f"budget_scale={o.budget_scale})")

@@ -82,6 +82,7 @@ class RunInfo:
     sort_stages: Optional[str] = None            # where OFA's channel sort ran, at which stage
     lr_changes: Optional[str] = None             # --lr changed on --resume: "0.1 -> 0.05 at step 120"
     skipped_images: Optional[int] = None         # unreadable images skipped (--skip-bad-images)
+    skipped_steps: Optional[int] = None          # steps not applied (non-finite or exploding loss/gradient)
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,8 @@ def _describe_run(run: RunInfo) -> str:
     optional = (("batch", run.batch_size), ("resolution", run.resolution),
                 ("training resolution", run.training_resolution), ("peak LR", run.lr), ("augment", run.augment),
                 ("channel sort", run.sort_stages), ("LR changed on resume:", run.lr_changes),
-                ("unreadable images skipped:", run.skipped_images or None))
+                ("unreadable images skipped:", run.skipped_images or None),
+                ("training steps skipped (not applied):", run.skipped_steps or None))
     parts += [f"{label} {value:g}" if isinstance(value, float) else f"{label} {value}"
               for label, value in optional if value is not None]
     return " · ".join(parts)

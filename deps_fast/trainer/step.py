@@ -50,14 +50,17 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple], *, seed: int,
                label_smoothing: float, amp_dtype: Optional[torch.dtype] = None, scaler=None, teacher=None,
                sync: Optional[Callable[[list], list]] = None,
-               stop_requested: Callable[[], bool] | bool = False) -> StepResult:
+               stop_requested: Callable[[], bool] | bool = False, max_loss: Optional[dict] = None) -> StepResult:
     """Run the plan's nets on each micro-batch, accumulate gradients, sync ranks, step the optimizer.
 
     `teacher` is the frozen full model for phases with teacher == "frozen" (OFA). `sync(flags)` averages
     gradients over ranks and returns the summed flags. A non-finite loss or gradient norm on any rank skips the
     update, so weights never take a step that would make them non-finite (divergence is caught where it starts;
-    under fp16 the GradScaler's own inf check does this). `stop_requested` is read just before the ranks sync,
-    so a signal that arrives during the step stops the run right after it, on every rank alike.
+    under fp16 the GradScaler's own inf check does this). A finite loss above `max_loss` (the trainer's spike
+    threshold per loss name, e.g. {"max": 23.0}) counts as a blow-up and is skipped the same way. A skipped
+    step leaves everything as it was, BN running statistics included (its forward passes would have fed them
+    the blow-up). `stop_requested` is read just before the ranks sync, so a signal that arrives during the
+    step stops the run right after it, on every rank alike.
     """
     phase = plan.phase
     device = micro_batches[0][0].device
@@ -67,6 +70,8 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
     max_config = model.max_config()
     scale = 1.0 / len(micro_batches)
     totals: dict[str, torch.Tensor] = {}
+    running = list(model.buffers())  # BN statistics and counters: a few thousand numbers, restored if skipped
+    running_before = [b.detach().clone() for b in running]
 
     def backward(name, loss, weight):
         totals[name] = totals.get(name, 0.0) + loss.detach() * scale
@@ -103,7 +108,9 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
         scaler is None else torch.zeros((), device=device)
     values = torch.stack([v.float() for v in totals.values()] + [norm.float()]).tolist()  # one device sync a step
     grad_norm, values = values[-1], values[:-1]
-    finite = all(math.isfinite(v) for v in values) and math.isfinite(grad_norm)
+    limits = max_loss or {}
+    finite = all(math.isfinite(v) and v <= limits.get(name, math.inf) for name, v in zip(totals, values)) \
+        and math.isfinite(grad_norm)
     wants_stop = stop_requested() if callable(stop_requested) else stop_requested
     flags = [0.0 if finite else 1.0, 1.0 if wants_stop else 0.0]
     if sync is not None:
@@ -117,6 +124,8 @@ def train_step(model, optimizer, plan: StepPlan, micro_batches: Sequence[tuple],
             optimizer.step()
     else:
         optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_copy_(running, running_before)
         if scaler is not None:
             scaler.update(scaler.get_scale() / 2)
     return StepResult(dict(zip(totals, values)), finite, flags[1] > 0, grad_norm)
