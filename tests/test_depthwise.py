@@ -158,6 +158,29 @@ def test_triton_multi_tile_and_chunk(monkeypatch, case, blocks, programs, dtype)
     _check_against_reference("triton", case, dtype, dtype != torch.float32)
 
 
+# Shaped like real GPU training (channels_last + bf16, even channel counts, 32-224 px): the CUDA bf16x2 / half2
+# channels_last kernels, multi-tile NCHW planes, several deterministic weight-gradient chunks, the generic k = 1
+# kernel and Triton's forward pixel tiling. Too large for the interpreter: GPU only.
+GPU_CASES = [
+    (4, 64, 112, 112, 3, 1, True, 96, 7, False),
+    (2, 32, 113, 120, 5, 2, True, 32, 7, True),
+    (4, 48, 56, 56, 1, 1, True, 48, 7, False),
+    (2, 24, 128, 128, 7, 1, False, 24, 7, False),
+    (16, 16, 64, 64, 3, 2, False, 16, 3, False),
+    (8, 40, 112, 112, 7, 2, True, 40, 7, False),
+]
+GPU_PARAMS = [pytest.param(case, dtype, i % 2 == 1, id=f"{_case_id(case)}-{str(dtype)[6:]}")
+              for i, case in enumerate(GPU_CASES) for dtype in (torch.bfloat16, torch.float16, torch.float32)]
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("case, dtype, weight_same_dtype", GPU_PARAMS)
+def test_gpu_shaped_cases(backend, case, dtype, weight_same_dtype):
+    if not torch.cuda.is_available():
+        pytest.skip("GPU-sized shapes: needs a CUDA device (the Triton interpreter would take minutes)")
+    _check_against_reference(backend, case, dtype, weight_same_dtype)
+
+
 def test_reference_gradcheck_float64():
     gen = torch.Generator().manual_seed(seed())
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
