@@ -238,3 +238,22 @@ def test_weight_decay_only_on_conv_and_linear_weights(tmp_path):
                 assert torch.equal(p, before[n]), f"{n} (BN, bias or transform) was decayed"
     finally:
         trainer.close()
+
+
+# ---- --amp: the nets run under autocast (CPU autocast in bf16 here), the run trains and reports --------------
+def test_amp_bf16_runs_the_nets_in_bf16_and_finishes(tmp_path, monkeypatch):
+    from deps_fast.trainer import step as step_module
+    seen = []
+    real = step_module.distillation_loss
+
+    def spy(logits, *args, **kwargs):
+        seen.append(logits.dtype)
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(step_module, "distillation_loss", spy)
+    report = train(tiny(tmp_path, "--epochs", "0.1", "--amp", "bf16", "--calib-images", "64"))
+    assert seen and set(seen) == {torch.bfloat16}, f"logits dtypes under --amp bf16: {set(seen)}"
+    state, _ = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert all(v.dtype != torch.bfloat16 for v in state["model"].values()), "weights must stay float32"
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert report is not None and all(0 <= s["top1"] <= 100 for s in report["subnets"])

@@ -38,6 +38,12 @@ MUTATIONS = [
          new="F.batch_norm(x, self.running_mean[:c] if c == self.num_features else self.running_mean[:c].clone(), "
              "self.running_var[:c] if c == self.num_features else self.running_var[:c].clone(),",
          tests=[_RULES, "-k", "running_statistics"], before=["tests/test_models.py", "tests/test_ofa_import.py"]),
+    dict(name="O1-ofa-middle-bns-swapped-both-ways", file="deps_fast/models/ofa_import.py",
+         old='    "expand_bn": ("inverted_bottleneck", "bn"),\n    "depthwise": ("depth_conv", "conv"),\n'
+             '    "dw_bn": ("depth_conv", "bn"),',
+         new='    "expand_bn": ("depth_conv", "bn"),\n    "depthwise": ("depth_conv", "conv"),\n'
+             '    "dw_bn": ("inverted_bottleneck", "bn"),',
+         tests=["tests/test_ofa_import.py", "-k", "lands"], before=["tests/test_ofa_import.py"]),
     # ---- trainer
     dict(name="M5-sort-without-optimizer", file="deps_fast/trainer/loop.py",
          old="self.model.reorganize_channels(self.optimizer, stage=phase.sort_stage)",
