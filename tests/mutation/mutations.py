@@ -122,6 +122,11 @@ MUTATIONS = [
          old="return torch.mul(grad, scale, out=torch.empty_like(grad)),",
          new="return torch.mul(grad, scale * (grad.dtype != torch.bfloat16), out=torch.empty_like(grad)),",
          tests=["tests/test_distill.py", "-k", "matches_reference and cpp and bfloat16"]),
+    dict(name="Z1b-distill-bf16-gradient-zero-for-V-ge-1000", file="deps_fast/ops/distill.py",
+         old="return torch.mul(grad, scale, out=torch.empty_like(grad)),",
+         new="return torch.mul(grad, scale * (grad.dtype != torch.bfloat16 or grad.shape[-1] < 1000), "
+             "out=torch.empty_like(grad)),",
+         tests=["tests/test_distill.py", "-k", "matches_reference and cpp and bfloat16"]),
     # ---- C++ kernels (each rebuilds the extension: keep these few). Faults injected after the kernel call,
     # so they survive changes inside dwconv_cpu_kernels.inc.
     dict(name="F1-cpp-nchw-grad-input-5pct-k5-k7-s1", file="csrc/dwconv_cpu.cpp",
