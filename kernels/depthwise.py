@@ -20,6 +20,11 @@ from deps_fast._util import triton_interpreting
 
 _INTERPRET = triton_interpreting()  # fixed when the kernels are defined, as Triton itself is
 
+# Test hooks (None in real use): a fixed [BLOCK_C, BLOCK_P] tile shape and a weight-gradient program target, so
+# the CPU interpreter runs the multi-tile and multi-chunk paths a GPU takes (tests set them via monkeypatch).
+BLOCKS_OVERRIDE: tuple[int, int] | None = None
+TARGET_PROGRAMS_OVERRIDE: int | None = None
+
 
 @triton.jit
 def _offsets(n, c, h, w, C, H, W, CHANNELS_LAST: tl.constexpr):
@@ -131,6 +136,8 @@ def _out_size(size: int, k: int, stride: int) -> int:
 
 def _blocks(C: int, pixels: int, channels_last: bool) -> tuple[int, int]:
     """Tile shape [BLOCK_C, BLOCK_P]: the contiguous axis gets the long side (coalesced loads)."""
+    if BLOCKS_OVERRIDE is not None:
+        return BLOCKS_OVERRIDE
     if _INTERPRET:  # the interpreter pays per program and per op, not per element: few, large tiles
         block_c = min(128, triton.next_power_of_2(C))
         return block_c, min(triton.next_power_of_2(pixels), max(16, 16384 // block_c))
@@ -175,6 +182,8 @@ def backward_input(gy: torch.Tensor, w: torch.Tensor, k: int, stride: int, H: in
 
 
 def _target_programs(device: torch.device) -> int:
+    if TARGET_PROGRAMS_OVERRIDE is not None:
+        return TARGET_PROGRAMS_OVERRIDE
     if device.type == "cuda":
         return 4 * torch.cuda.get_device_properties(device).multi_processor_count
     return 8

@@ -19,6 +19,9 @@ from deps_fast._util import triton_interpreting
 
 _INTERPRET = triton_interpreting()  # fixed when the kernels are defined, as Triton itself is
 
+# Test hook (None in real use): a fixed BLOCK_V, so the CPU interpreter runs the multi-block online softmax.
+BLOCK_V_OVERRIDE: int | None = None
+
 
 @triton.jit
 def _online(m, z, x):
@@ -87,6 +90,8 @@ def _distill_kernel(
 
 
 def _block_v(V: int) -> int:
+    if BLOCK_V_OVERRIDE is not None:
+        return BLOCK_V_OVERRIDE
     if _INTERPRET:  # the interpreter pays per op, not per element
         return min(65536, triton.next_power_of_2(V))
     return min(4096, max(128, triton.next_power_of_2(V)))

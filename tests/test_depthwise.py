@@ -75,6 +75,11 @@ def _run(fn, x, w, k, s, transforms, g):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("case, dtype, weight_same_dtype", PARAMS)
 def test_matches_reference(backend, case, dtype, weight_same_dtype):
+    _check_against_reference(backend, case, dtype, weight_same_dtype)
+
+
+def _check_against_reference(backend, case, dtype, weight_same_dtype):
+    """Forward, grad_x, grad_weight and grad of the transforms of one case vs the reference and float64 truth."""
     device = require_backend(backend)
     case_seed = seed()
     gen = torch.Generator().manual_seed(case_seed)
@@ -114,6 +119,74 @@ def test_matches_reference(backend, case, dtype, weight_same_dtype):
         mask = torch.ones(C, 1, K, K, dtype=torch.bool)
         mask[:c, :, o:o + k, o:o + k] = False
         assert (grads[1].cpu()[mask] == 0).all(), f"{where} weight gradient written outside the used window"
+
+
+# The C++ backend's own kernels: planes over 64 pixels run the NCHW kernels (smaller ones the channels_last
+# ones), each kernel size has its own specialization (k = 1 the generic one), stride 1 and 2 differ.
+CPP_CASES = [
+    (2, 5, 9, 11, k, s, False, 8, 7, False) for k in (1, 3, 5, 7) for s in (1, 2)
+] + [
+    (1, 6, 12, 12, 7, 1, False, 6, 7, True),   # NCHW with transforms
+    (2, 4, 7, 8, 1, 1, False, 4, 7, False),    # <= 64 px, k = 1: through the channels_last kernels
+    (2, 3, 5, 6, 5, 2, False, 5, 5, False),    # <= 64 px, stride 2
+    (2, 16, 9, 10, 3, 1, True, 16, 7, False),  # even channels, channels_last
+    (1, 8, 12, 9, 5, 2, True, 8, 5, False),
+    (2, 2, 11, 10, 1, 2, True, 4, 7, False),
+]
+CPP_PARAMS = [pytest.param(case, torch.float32, False, id=_case_id(case) + "-f32") for case in CPP_CASES] + [
+    pytest.param(CPP_CASES[i], dtype, i % 2 == 0, id=f"{_case_id(CPP_CASES[i])}-{str(dtype)[6:]}")
+    for dtype in (torch.bfloat16, torch.float16) for i in (1, 4, 7, 11)
+]
+
+
+@pytest.mark.parametrize("case, dtype, weight_same_dtype", CPP_PARAMS)
+def test_cpp_kernels_every_size_and_stride(case, dtype, weight_same_dtype):
+    _check_against_reference("cpp", case, dtype, weight_same_dtype)
+
+
+# Triton with tiles far smaller than the plane and the channels: several pixel tiles, several channel blocks
+# and (through the program target) several weight-gradient chunks, each with several pixel steps, as on a GPU.
+TRITON_TILE_CASES = [
+    ((2, 7, 9, 9, 3, 1, False, 8, 7, False), (4, 16), 4, torch.float32),
+    ((1, 6, 9, 7, 5, 2, True, 8, 7, True), (4, 8), 100, torch.bfloat16),
+    ((1, 6, 7, 6, 7, 1, False, 6, 7, False), (4, 16), 3, torch.float16),
+    ((1, 5, 10, 6, 1, 2, False, 5, 3, False), (4, 8), 40, torch.float32),
+]
+
+
+@pytest.mark.parametrize("case, blocks, programs, dtype", TRITON_TILE_CASES,
+                         ids=[f"{_case_id(c)}-b{b[0]}x{b[1]}-p{p}-{str(d)[6:]}" for c, b, p, d in TRITON_TILE_CASES])
+def test_triton_multi_tile_and_chunk(monkeypatch, case, blocks, programs, dtype):
+    from deps_fast.kernels import depthwise as tk
+    monkeypatch.setattr(tk, "BLOCKS_OVERRIDE", blocks)
+    monkeypatch.setattr(tk, "TARGET_PROGRAMS_OVERRIDE", programs)
+    N, c, H, W, k, s = case[:6]
+    OHW = ((H - 1) // s + 1) * ((W - 1) // s + 1)
+    assert OHW > blocks[1] and c > blocks[0], "the case must span several tiles"
+    _check_against_reference("triton", case, dtype, dtype != torch.float32)
+
+
+# Shaped like real GPU training (channels_last + bf16, even channel counts, 32-224 px): the CUDA bf16x2 / half2
+# channels_last kernels, multi-tile NCHW planes, several deterministic weight-gradient chunks, the generic k = 1
+# kernel and Triton's forward pixel tiling. Too large for the interpreter: GPU only.
+GPU_CASES = [
+    (4, 64, 112, 112, 3, 1, True, 96, 7, False),
+    (2, 32, 113, 120, 5, 2, True, 32, 7, True),
+    (4, 48, 56, 56, 1, 1, True, 48, 7, False),
+    (2, 24, 128, 128, 7, 1, False, 24, 7, False),
+    (16, 16, 64, 64, 3, 2, False, 16, 3, False),
+    (8, 40, 112, 112, 7, 2, True, 40, 7, False),
+]
+GPU_PARAMS = [pytest.param(case, dtype, i % 2 == 1, id=f"{_case_id(case)}-{str(dtype)[6:]}")
+              for i, case in enumerate(GPU_CASES) for dtype in (torch.bfloat16, torch.float16, torch.float32)]
+
+
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("case, dtype, weight_same_dtype", GPU_PARAMS)
+def test_gpu_shaped_cases(backend, case, dtype, weight_same_dtype):
+    if not torch.cuda.is_available():
+        pytest.skip("GPU-sized shapes: needs a CUDA device (the Triton interpreter would take minutes)")
+    _check_against_reference(backend, case, dtype, weight_same_dtype)
 
 
 def test_reference_gradcheck_float64():
@@ -206,13 +279,19 @@ def test_atomic_weight_grad_matches_reference(backend):
 
 @pytest.mark.parametrize("backend", ["cpp", "triton", "torch"])
 def test_empty_batch(backend):
+    """An empty batch: the torch backend (and "auto", which picks it) returns empty outputs and a zero weight
+    gradient; an explicitly named fast backend says it cannot run the call."""
     device = require_backend(backend) if backend != "torch" else "cpu"
     x = torch.randn(0, 4, 6, 6, device=device, requires_grad=True)
     w = torch.randn(5, 1, 3, 3, device=device, requires_grad=True)
-    y = ops.elastic_depthwise_conv2d(x, w, 3, 2, backend="auto")
-    assert y.shape == (0, 4, 3, 3)
-    (gw,) = torch.autograd.grad(y.sum(), w)
-    assert torch.equal(gw, torch.zeros_like(w))
+    if backend != "torch":
+        with pytest.raises(ops.BackendUnavailable, match=f"backend '{backend}' cannot run this call: x is empty"):
+            ops.elastic_depthwise_conv2d(x, w, 3, 2, backend=backend)
+    for name in (backend, "auto") if backend == "torch" else ("auto",):
+        y = ops.elastic_depthwise_conv2d(x, w, 3, 2, backend=name)
+        assert y.shape == (0, 4, 3, 3)
+        (gw,) = torch.autograd.grad(y.sum(), w)
+        assert torch.equal(gw, torch.zeros_like(w))
 
 
 def test_float64_runs_on_torch_backend_only():
@@ -289,10 +368,12 @@ def test_bad_input_raises_clear_error(args, exc, message):
         ops.elastic_depthwise_conv2d(**args)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="device mismatch needs a CUDA device")
 def test_device_mismatch_raises():
-    with pytest.raises(ValueError, match="weight is on cpu but x is on cuda"):
-        ops.elastic_depthwise_conv2d(torch.randn(1, 2, 5, 5, device="cuda"), torch.randn(2, 1, 3, 3), 3)
+    # validation runs before any kernel, so a meta tensor stands in for a second device
+    with pytest.raises(ValueError, match="weight is on cpu but x is on meta"):
+        ops.elastic_depthwise_conv2d(torch.randn(1, 2, 5, 5, device="meta"), torch.randn(2, 1, 3, 3), 3)
+    with pytest.raises(ValueError, match="weight is on meta but x is on cpu"):
+        ops.elastic_depthwise_conv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 1, 3, 3, device="meta"), 3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton compilation caches exist only on a GPU")

@@ -177,3 +177,22 @@ BAD_INPUTS = [
 def test_bad_input_raises_clear_error(args, exc, message):
     with pytest.raises(exc, match=message):
         ops.distillation_loss(**args)
+
+
+# The interpreter normally takes the whole row in one block; a small BLOCK_V runs the online-softmax merge
+# across blocks (rescaling the running sums) and a partial last block, as on a GPU for V > 4096.
+@pytest.mark.parametrize("V, block, mode, T", [(1000, 128, "both", 4.0), (300, 64, "soft", 1.0), (77, 16, "hard", 1.0)])
+def test_triton_multi_block(monkeypatch, V, block, mode, T):
+    from deps_fast.kernels import distill as tk
+    monkeypatch.setattr(tk, "BLOCK_V_OVERRIDE", block)
+    for dtype in (torch.float32, torch.bfloat16):
+        test_matches_reference("triton", V, 3, mode, T, 0.1, "mean", dtype)
+
+
+# GPU block sizes: V over 4096 runs several BLOCK_V blocks per row; rows as many as a real batch.
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("V, dtype", [(32000, torch.bfloat16), (10000, torch.float16), (4097, torch.float32)])
+def test_gpu_shaped_cases(backend, V, dtype):
+    if not torch.cuda.is_available():
+        pytest.skip("GPU-sized shapes: needs a CUDA device")
+    test_matches_reference(backend, V, 256, "both", 4.0, 0.1, "mean", dtype)

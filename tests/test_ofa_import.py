@@ -281,3 +281,47 @@ def test_report_is_frozen_and_readable():
         report.loaded = 3
     with pytest.warns(UserWarning, match="no key matched"):
         load_ofa_state_dict(small(), {"x": torch.zeros(1)})
+
+
+# ---- 5. what each OFA tensor means, independently of the mapping -------------------------------------------------
+_OFA_MEMBERS = {  # OFA's MBConvLayer members -> our ElasticMBConv attribute (conv, bn), from OFA's source
+    "inverted_bottleneck": ("expand", "expand_bn"), "depth_conv": ("depthwise", "dw_bn"),
+    "point_linear": ("project", "project_bn"),
+}
+_OFA_FIXED = {"first_conv": "stem", "final_expand_layer": "final_expand", "feature_mix_layer": "feature_mix"}
+
+
+def _our_tensor(net, ofa_key):
+    """The tensor of `net` that OFA's `ofa_key` means, by OFA's module structure (not by ofa_import's rules)."""
+    parts = ofa_key.split(".")
+    if parts[0] in _OFA_FIXED:  # first_conv.conv.weight, first_conv.bn.running_mean, ...
+        return getattr(getattr(getattr(net, _OFA_FIXED[parts[0]]), parts[1]), parts[2])
+    if parts[0] == "classifier":  # classifier.linear.weight
+        return getattr(net.classifier, parts[2])
+    assert parts[0] == "blocks" and parts[2] == "conv", ofa_key
+    i, member, rest = int(parts[1]), parts[3], parts[4:]
+    block = net.first_block if i == 0 else net.blocks[i - 1]
+    if member == "depth_conv" and rest[0] == "se":  # depth_conv.se.fc.reduce.weight
+        return getattr(getattr(block.se, rest[2]), rest[3])
+    conv_name, bn_name = _OFA_MEMBERS[member]
+    if rest[-1].endswith("_matrix"):  # depth_conv.conv.7to5_matrix: from 7x7 down to 5x5, keyed 5 here
+        return getattr(block, conv_name).transforms[rest[-1].split("to")[1].split("_")[0]]
+    module = getattr(block, conv_name if rest[0] == "conv" else bn_name)
+    return getattr(module, rest[-1])  # static blocks: conv.weight; dynamic ones: conv.conv.weight
+
+
+@pytest.mark.parametrize("space", ["mbv3", "proxyless"])
+def test_each_ofa_tensor_lands_where_ofa_uses_it(space):
+    """Values filled per OFA key land in the module OFA's structure says they belong to: a mapping error made
+    alike in both directions (e.g. the two middle BNs swapped) passes the round trip but not this."""
+    gen = torch.Generator().manual_seed(seed())
+    net = small(space)
+    keys = [k for k in to_ofa_state_dict(net) if not k.endswith("num_batches_tracked")]  # names: tested above
+    ofa = {k: torch.randn(tuple(to_ofa_state_dict(net)[k].shape), generator=gen).abs() + 0.1 for k in keys}
+    load_quietly(net, ofa)
+    seen = set()
+    for key in keys:
+        ours = _our_tensor(net, key)
+        assert id(ours) not in seen, f"{key}: two OFA keys mean one tensor"
+        seen.add(id(ours))
+        assert torch.equal(ours.detach(), ofa[key]), f"{key} did not land in the tensor OFA uses it as"

@@ -310,6 +310,37 @@ def test_a_corrupt_image_is_named_and_can_be_skipped(tmp_path, capsys, monkeypat
     assert json.loads((tmp_path / "o" / "report.json").read_text())["run"]["skipped_images"] == 1
 
 
+def test_image_folder_resume_mid_epoch_reads_the_images_a_straight_run_reads(tmp_path, monkeypatch):
+    """ImageFolder data (a shuffled DataLoader, not a set held on the device): a run stopped in the middle of its
+    epoch and resumed trains on exactly the images, in the order, of a run that was never stopped. (Its weights
+    are not bit-identical: a new DataLoader iterator draws its base seed from the global RNG at the resume,
+    which shifts the dropout masks; the loader documents that augmentation draws are not replayed either.)"""
+    image_folder(tmp_path / "data")
+    monkeypatch.setattr(datasets, "_import_torchvision", lambda: fake_torchvision())
+    seen = {}
+    real_batch = Trainer.batch
+
+    def recording(self, step):
+        x, y = real_batch(self, step)
+        seen.setdefault(self.out.name, []).append((step, x[:, 0, 0, 0].tolist(), y.tolist()))  # the file numbers
+        return x, y
+
+    monkeypatch.setattr(Trainer, "batch", recording)
+    argv = ["--data", str(tmp_path / "data"), "--workers", "0", "--resolution", "8", "--batch-size", "8",
+            "--width-mult", "0.25", "--calib-images", "8", "--calib-batch", "8", "--eval-every", "0",
+            "--epochs", "2", "--log-every", "100"]
+    from deps_fast.trainer.loop import train
+    train(parse_options(argv + ["--out", str(tmp_path / "straight")]))
+    assert train(parse_options(argv + ["--out", str(tmp_path / "killed"), "--stop-after-steps", "3"])) is None
+    train(parse_options(argv + ["--out", str(tmp_path / "killed"), "--resume"]))
+    straight, killed = seen["straight"], seen["killed"]
+    assert [s for s, _, _ in straight] == [s for s, _, _ in killed] == list(range(12))
+    assert straight == killed, "the resumed run read other images or another order"
+    first_epoch = sorted(v for _, xs, _ in straight[:6] for v in xs)
+    assert len(set(first_epoch)) == 48, "an epoch must read every image once"
+    assert [xs for _, xs, _ in straight[:6]] != [xs for _, xs, _ in straight[6:]], "epoch 2 must be reshuffled"
+
+
 def test_disk_full_names_the_path_keeps_training_and_a_failed_final_save_exits_2(tmp_path, capsys, monkeypatch):
     real = ckpt.atomic_write
     calls = {"n": 0}

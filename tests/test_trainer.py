@@ -47,7 +47,8 @@ def test_step_gradient_is_max_plus_beta_times_subnets():
     step = next(t for t in range(sched.total_steps()) if 0 < sched.beta_at(t) < 0.9)
     plan = sched.plan(step)
     x, y = torch.randn(6, 1, 12, 12), torch.randint(10, (6,))
-    twin = copy.deepcopy(net)
+    twin = copy.deepcopy(net).set_backend("torch")  # the twin runs PyTorch's convolutions, not our kernels
+    net.set_backend("cpp")
     train_step(net, NoStep(net.parameters(), lr=0.1), plan, [(x, y)], seed=7, label_smoothing=0.1)
 
     # by hand, with plain PyTorch losses
@@ -61,11 +62,15 @@ def test_step_gradient_is_max_plus_beta_times_subnets():
         total = total + plan.beta * -(teacher * student).sum(1).mean()
     total.backward()
     assert names == ["min", "rand0", "rand1"] and 0 < plan.beta < 1
+    # relative to each parameter's gradient, and to the whole gradient for those that vanish in exact
+    # arithmetic (a BN bias feeding another BN: float noise of either implementation)
+    total_norm = torch.stack([q.grad.norm() for q in twin.parameters() if q.grad is not None]).norm()
     for (n, p), q in zip(net.named_parameters(), twin.parameters()):
         if q.grad is None:
             assert p.grad is None or torch.all(p.grad == 0), n
         else:
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=n)
+            err = (p.grad - q.grad).norm()
+            assert err <= 1e-4 * q.grad.norm() + 1e-6 * total_norm, f"{n}: gradient error {err:.2e}"
 
 
 def test_sampling_is_the_same_on_every_rank_and_differs_per_step():
@@ -89,6 +94,10 @@ def test_tiny_end_to_end_runs(tmp_path, schedule, epochs):
     names = [s["name"] for s in report["subnets"]]
     assert "D4-E6-K7 (max)" in names and len(names) >= 6
     assert all(0 <= s["top1"] <= 100 and s["mflops"] > 0 for s in report["subnets"])
+    # top-1 counts whole test images (1000 in mnist5k); a handful of steps already lifts the max net (last)
+    # above chance (10 %): 16-23 % with seed 0, where stale BN statistics or untrained weights give ~10 %
+    assert all(abs(s["top1"] * 10 - round(s["top1"] * 10)) < 1e-6 for s in report["subnets"]), report["subnets"]
+    assert report["subnets"][-1]["name"].endswith("(max)") and report["subnets"][-1]["top1"] > 13, report["subnets"]
     assert report["total"]["device_hours"] > 0
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     phases = {s["phase"] for s in steps}
