@@ -34,9 +34,8 @@ MUTATIONS = [
          old=".pow(2).mean(dims)", new=".pow(2).sum(dims) / (x.numel() // x.shape[1] - 1)",
          tests=["tests/test_models.py", "-k", "recalibrate"]),
     dict(name="M27-subnets-leave-shared-bn-stats", file="deps_fast/models/layers.py",
-         old="F.batch_norm(x, self.running_mean[:c], self.running_var[:c],",
-         new="F.batch_norm(x, self.running_mean[:c] if c == self.num_features else self.running_mean[:c].clone(), "
-             "self.running_var[:c] if c == self.num_features else self.running_var[:c].clone(),",
+         old="training=self.training, momentum=factor,",
+         new="training=self.training, momentum=factor if x.shape[1] == self.num_features else 0.0,",
          tests=[_RULES, "-k", "running_statistics"], before=["tests/test_models.py", "tests/test_ofa_import.py"]),
     dict(name="O1-ofa-middle-bns-swapped-both-ways", file="deps_fast/models/ofa_import.py",
          old='    "expand_bn": ("inverted_bottleneck", "bn"),\n    "depthwise": ("depth_conv", "conv"),\n'
